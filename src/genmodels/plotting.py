@@ -1,0 +1,77 @@
+"""Figures the chapters share: image grids, and 2-D densities with their score fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from torchvision.utils import make_grid
+
+__all__ = ["image_grid", "show_images", "density_and_score"]
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """Tile images (B, 1, H, W) or (B, H, W) with values in [0, 1] into one (H', W') array."""
+    images = torch.as_tensor(images).detach().float().cpu()
+    if images.ndim == 3:
+        images = images[:, None]  # (B, H, W) -> (B, 1, H, W)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected grey images (B, 1, H, W) or (B, H, W), got {tuple(images.shape)}")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(
+            f"image values must lie in [0, 1], got [{images.min():.3g}, {images.max():.3g}]; "
+            "map them there first (e.g. (x + 1) / 2 for data in [-1, 1])"
+        )
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=0.3)  # (3, H', W'): grey, repeated
+    return grid[0].numpy()
+
+
+def show_images(
+    images: torch.Tensor, nrow: int = 8, title: str | None = None, ax: Axes | None = None
+) -> Axes:
+    """Draw :func:`image_grid` of ``images`` on ``ax`` (a new figure if None) in grey, no ticks."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(nrow * 0.6, max(1, int(np.ceil(len(images) / nrow))) * 0.6))
+    ax.imshow(image_grid(images, nrow=nrow), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def density_and_score(
+    log_prob: Callable[[torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    limits: tuple[float, float] = (-3.0, 3.0),
+    resolution: int = 200,
+    arrows: int = 20,
+    ax: Axes | None = None,
+) -> Axes:
+    """Shade p(x) = exp(log_prob(x)) on a square grid and, if given, draw the score field as arrows.
+
+    Arrow lengths are normalized per arrow (the direction is what the picture teaches; the score's
+    magnitude grows without bound in the tails).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    lo, hi = limits
+    axis = torch.linspace(lo, hi, resolution, dtype=torch.float64)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    points = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # (R*R, 2)
+    density = log_prob(points).exp().reshape(resolution, resolution)
+    ax.imshow(density.numpy(), origin="lower", extent=(lo, hi, lo, hi), cmap="Blues")
+    if score is not None:
+        coarse = torch.linspace(lo, hi, arrows, dtype=torch.float64)
+        cx, cy = torch.meshgrid(coarse, coarse, indexing="xy")
+        grid = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=1)
+        field = score(grid)
+        field = field / field.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        ax.quiver(grid[:, 0], grid[:, 1], field[:, 0], field[:, 1], color="tab:red", alpha=0.7,
+                  angles="xy", scale=arrows * 1.2, width=0.004)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    return ax

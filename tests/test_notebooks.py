@@ -1,0 +1,104 @@
+"""Notebooks: clean, paired with their text form, built to the template, and published as executed.
+
+Running them is the job of `pytest --nbval notebooks/` in the smoke profile (see the Makefile).
+"""
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPOSITORY = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+
+
+def toc_files(entries) -> list[str]:
+    found = []
+    for entry in entries:
+        if "file" in entry:
+            found.append(entry["file"])
+        for key in ("chapters", "sections", "parts"):
+            found += toc_files(entry.get(key, []))
+    return found
+
+
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+TOC_FILES = [TOC["root"], *toc_files(TOC.get("parts", []) + TOC.get("chapters", []))]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+def code_and_markdown(cells) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source.strip()) for cell in cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_in_sync_with_its_text_form(path):
+    text_form = path.with_suffix(".py")
+    assert text_form.exists(), f"{path.name} has no paired {text_form.name}: run `make sync`"
+    paired, notebook = jupytext.read(text_form), jupytext.read(path)
+    assert code_and_markdown(paired.cells) == code_and_markdown(notebook.cells), (
+        f"{path.name} and {text_form.name} differ: run `make sync`"
+    )
+    assert nbformat.read(path, as_version=4).metadata["jupytext"]["formats"] == "ipynb,py:percent"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_carries_no_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{path.name} cell {index} carries outputs: clear them"
+            assert cell.execution_count is None, f"{path.name} cell {index} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_template(path):
+    cells = nbformat.read(path, as_version=4).cells
+    badge = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/notebooks/{path.name}"
+    assert cells[0].cell_type == "markdown" and badge in cells[0].source, "no Colab badge to itself"
+    setup = cells[1]
+    assert setup.cell_type == "code" and '"google.colab" in sys.modules' in setup.source
+    assert f"https://github.com/{REPOSITORY}" in setup.source
+    parameters = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(parameters) == 1, "exactly one cell tagged `parameters` (papermill)"
+    assert "profile = None" in parameters[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_executed_copy_in_the_book_ran_this_notebook(path):
+    """The book shows book/notebooks/<name>: it must come from the current source, and say how."""
+    executed_path = ROOT / "book" / "notebooks" / path.name
+    assert executed_path.exists(), f"no executed copy of {path.name}: run `make results`"
+    executed = nbformat.read(executed_path, as_version=4)
+    source = nbformat.read(path, as_version=4)
+    ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    assert code_and_markdown(ran) == code_and_markdown(source.cells), (
+        f"book/notebooks/{path.name} is stale: re-run `make results PROFILE=...`"
+    )
+    papermill = executed.metadata["papermill"]
+    assert papermill["exception"] in (None, False)
+    assert papermill["parameters"]["profile"] in ("cpu", "gpu")  # published runs are not smoke runs
+    assert papermill["duration"] > 0
+    code = [c for c in ran if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), "not every cell ran"
+
+
+def test_every_chapter_in_the_toc_exists_and_every_notebook_is_a_chapter():
+    for entry in TOC_FILES:
+        candidates = [ROOT / "book" / f"{entry}{suffix}" for suffix in ("", ".md", ".ipynb")]
+        assert any(c.is_file() for c in candidates), f"_toc.yml names {entry}, which does not exist"
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in TOC_FILES, f"{path.name} is not in _toc.yml"
+
+
+def test_book_finds_the_top_level_configuration():
+    for name in ("_config.yml", "_toc.yml"):
+        link = ROOT / "book" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()

@@ -47,7 +47,7 @@ results: $(STAMP) data
 	$(foreach nb,$(NOTEBOOKS:notebooks/%.ipynb=%),$(call execute,$(nb)) &&) true
 
 test: $(STAMP) data
-	$(VENV)/bin/ruff check src tests notebooks benchmarks
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 	GENMODELS_PROFILE=smoke TQDM_DISABLE=1 $(VENV)/bin/pytest --nbval -p no:cacheprovider notebooks/
 
@@ -55,7 +55,7 @@ sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests notebooks benchmarks
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf book/_build

@@ -31,6 +31,7 @@ __all__ = [
     "load_checkpoint",
     "pick_device",
     "progress",
+    "read_checkpoint",
     "resolve_profile",
     "save_checkpoint",
     "seed_everything",
@@ -183,19 +184,12 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: torch.nn.Module,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    restore_rng: bool = False,
-    map_location: str | torch.device | None = "cpu",
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
 ) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
+    """The dictionary written by :func:`save_checkpoint` (config, step, extra, provenance, states).
 
-    Returns the checkpoint dictionary (config, step, extra, provenance). Raises
-    :class:`CheckpointError` for a missing, truncated or foreign file, and for a checkpoint of
-    another architecture, naming the parameters that do not fit.
+    Raises :class:`CheckpointError` for a missing, truncated or foreign file.
     """
     path = Path(path)
     if not path.is_file():
@@ -213,7 +207,25 @@ def load_checkpoint(
             f"{checkpoint.get('format') if isinstance(checkpoint, dict) else None!r}, "
             f"expected {CHECKPOINT_FORMAT})"
         )
-    _check_fits(path, checkpoint, model)
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    restore_rng: bool = False,
+    map_location: str | torch.device | None = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
+
+    Returns the checkpoint dictionary. Raises :class:`CheckpointError` for a missing, truncated or
+    foreign file, and for a checkpoint of another architecture, naming the parameters that do not
+    fit; the model is left untouched then.
+    """
+    checkpoint = read_checkpoint(path, map_location)
+    _check_fits(Path(path), checkpoint, model)
     model.load_state_dict(checkpoint["model"])
     if optimizer is not None:
         if checkpoint["optimizer"] is None:

@@ -23,6 +23,7 @@ from genmodels.train import (
     load_checkpoint,
     pick_device,
     progress,
+    read_checkpoint,
     resolve_profile,
     save_checkpoint,
     seed_everything,
@@ -251,3 +252,14 @@ def test_git_commit(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
     assert git_commit(tmp_path) == head.stdout.strip()
     assert len(git_commit(tmp_path)) == 40
+
+
+def test_read_checkpoint_needs_no_model(tmp_path):
+    model, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(hidden=8), step=11)
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["config"] == {"hidden": 8, "lr": 1e-2} and checkpoint["step"] == 11
+    assert checkpoint["model_class"] == "Tiny"
+    assert set(checkpoint["model"]) == set(model.state_dict())
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        read_checkpoint(tmp_path / "nothing.pt")

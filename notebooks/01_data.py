@@ -32,13 +32,16 @@
 # [papermill](https://papermill.readthedocs.io) can override, and a compute profile.
 
 # %% tags=["remove-cell"]
-# Setup: on Colab, install this book's package; elsewhere `make book` or `pip install -e .` did it.
+# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPOSITORY}"], check=True)
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
+    os.chdir("/content/book/notebooks")
 
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")

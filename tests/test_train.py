@@ -20,9 +20,11 @@ from genmodels.train import (
     ProfileError,
     file_sha256,
     git_commit,
+    hardware,
     load_checkpoint,
     pick_device,
     progress,
+    publish_checkpoint,
     read_checkpoint,
     resolve_profile,
     save_checkpoint,
@@ -263,3 +265,31 @@ def test_read_checkpoint_needs_no_model(tmp_path):
     assert set(checkpoint["model"]) == set(model.state_dict())
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         read_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_publish_checkpoint_writes_weights_record_and_checksums(tmp_path):
+    model, _ = trained_tiny()
+    record = {"profile": "cpu", "hardware": hardware("cpu"), "train_seconds": 1.5}
+    first = publish_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(), record=record, step=3)
+    publish_checkpoint(tmp_path / "other.pt", model, config=TinyConfig(hidden=8), record=record)
+    republished = publish_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(), record=record, step=4)
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert sorted(check.stdout.splitlines()) == ["other.pt: OK", "tiny.pt: OK"]
+    import json
+
+    on_disk = json.loads((tmp_path / "tiny.json").read_text())
+    assert on_disk == republished and on_disk["step"] == 4 and first["step"] == 3
+    assert on_disk["sha256"] == file_sha256(tmp_path / "tiny.pt")
+    assert on_disk["params"] == sum(p.numel() for p in model.parameters())
+    assert on_disk["profile"] == "cpu" and on_disk["config"] == {"hidden": 8, "lr": 1e-2}
+    assert read_checkpoint(tmp_path / "tiny.pt")["extra"]["record"] == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "SHA256SUMS", "other.json", "other.pt", "tiny.json", "tiny.pt"]
+
+
+def test_hardware_names_the_device(monkeypatch):
+    description = hardware("cpu")
+    assert description.startswith("cpu: ") and description.endswith(f"{torch.get_num_threads()} threads")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    assert hardware("cuda") == "cuda: NVIDIA H100 80GB HBM3"

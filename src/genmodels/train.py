@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
+import platform
 import random
 import subprocess
 import tempfile
@@ -28,9 +30,11 @@ __all__ = [
     "ProfileError",
     "file_sha256",
     "git_commit",
+    "hardware",
     "load_checkpoint",
     "pick_device",
     "progress",
+    "publish_checkpoint",
     "read_checkpoint",
     "resolve_profile",
     "save_checkpoint",
@@ -91,6 +95,21 @@ def progress(iterable=None, **kwargs) -> tqdm:
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def hardware(device: torch.device | str | None = None) -> str:
+    """A one-line description of where a result was computed, e.g. ``"cpu: AMD EPYC, 2 threads"``."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        processor = names[0] if names else processor
+    except OSError:
+        pass
+    return f"{device.type}: {processor}, {torch.get_num_threads()} threads"
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
@@ -182,6 +201,49 @@ def save_checkpoint(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def publish_checkpoint(
+    path: str | os.PathLike, model: torch.nn.Module, *, config: Any, record: dict[str, Any], step: int = 0
+) -> dict[str, Any]:
+    """Save a checkpoint for others to use: the ``.pt`` file, a ``.json`` record of where it came from
+    (``record`` plus checksum, commit and sizes), and its line in the folder's ``SHA256SUMS``.
+
+    Returns the JSON record. Every file is replaced atomically.
+    """
+    path = Path(path)
+    save_checkpoint(path, model, config=config, step=step, extra={"record": record})
+    full_record = {
+        **record,
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "config": _config_dict(config),
+        "step": int(step),
+        "commit": git_commit(),
+    }
+    _write_atomically(path.with_suffix(".json"), json.dumps(full_record, indent=2, sort_keys=True) + "\n")
+    sums_path = path.parent / "SHA256SUMS"
+    sums = {}
+    if sums_path.exists():
+        for line in sums_path.read_text().splitlines():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*")] = digest
+    sums[path.name] = full_record["sha256"]
+    _write_atomically(sums_path, "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+    return full_record
 
 
 def read_checkpoint(

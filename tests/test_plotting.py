@@ -22,6 +22,8 @@ def test_image_grid_tiles_images_in_rows():
     assert np.all(grid[top:top + 28, left:left + 28] == 1.0)
     assert grid[top:top + 28, 2:2 + 28].max() == 0.0
     assert image_grid(images[:, 0], nrow=16).shape == grid.shape  # (B, H, W) accepted too
+    as_uint8 = (images * 255).to(torch.uint8)
+    np.testing.assert_array_equal(image_grid(as_uint8, nrow=16, padding=2), grid)  # uint8 is x / 255
 
 
 def test_image_grid_rejects_wrong_shapes_and_ranges():

@@ -29,6 +29,7 @@ from genmodels.train import (
     resolve_profile,
     save_checkpoint,
     seed_everything,
+    write_json,
 )
 
 
@@ -293,3 +294,20 @@ def test_hardware_names_the_device(monkeypatch):
     assert description.startswith("cpu: ") and description.endswith(f"{torch.get_num_threads()} threads")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
     assert hardware("cuda") == "cuda: NVIDIA H100 80GB HBM3"
+
+
+def test_write_json_replaces_atomically(tmp_path, monkeypatch):
+    import json
+
+    path = write_json(tmp_path / "results" / "metrics.json", [{"model": "vae", "fid": 1.5}])
+    assert json.loads(path.read_text()) == [{"fid": 1.5, "model": "vae"}]
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(path, [{"model": "other"}])
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == [{"fid": 1.5, "model": "vae"}]
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

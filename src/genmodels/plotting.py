@@ -14,8 +14,9 @@ __all__ = ["image_grid", "show_images", "density_and_score"]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """Tile images (B, 1, H, W) or (B, H, W) with values in [0, 1] into one (H', W') array."""
-    images = torch.as_tensor(images).detach().float().cpu()
+    """Tile images (B, 1, H, W) or (B, H, W), uint8 or with values in [0, 1], into one (H', W') array."""
+    images = torch.as_tensor(images).detach().cpu()
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     if images.ndim == 3:
         images = images[:, None]  # (B, H, W) -> (B, 1, H, W)
     if images.ndim != 4 or images.shape[1] != 1:

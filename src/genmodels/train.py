@@ -39,6 +39,7 @@ __all__ = [
     "resolve_profile",
     "save_checkpoint",
     "seed_everything",
+    "write_json",
 ]
 
 Profile = Literal["smoke", "cpu", "gpu"]
@@ -196,10 +197,19 @@ def save_checkpoint(
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a checkpoint is for sharing
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (the old file survives a crash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -208,6 +218,7 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -234,7 +245,7 @@ def publish_checkpoint(
         "step": int(step),
         "commit": git_commit(),
     }
-    _write_atomically(path.with_suffix(".json"), json.dumps(full_record, indent=2, sort_keys=True) + "\n")
+    write_json(path.with_suffix(".json"), full_record)
     sums_path = path.parent / "SHA256SUMS"
     sums = {}
     if sums_path.exists():

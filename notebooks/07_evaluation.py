@@ -1,0 +1,278 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Evaluating the models: one honest table
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/genmodels-book/a-tale-of-vaes-wgans-ddpms/blob/main/notebooks/07_evaluation.ipynb)
+#
+# This notebook measures every published model the same way, as described in the
+# [evaluation chapter](../chapters/evaluation.md): $N$ samples per model and per sampling seed,
+# pushed through the same uint8 path into the feature space of the project's
+# [MNIST classifier](06_feature_network.ipynb), and compared with the 10,000 MNIST test images by
+# FID, KID, precision and recall. Every row is repeated over several sampling seeds and reports the
+# spread, so a difference between two rows can be told from noise. The numbers are written to
+# `results/metrics.json` and glued into the [results page](../chapters/results.md).
+
+# %% tags=["remove-cell"]
+# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
+if "google.colab" in sys.modules:
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
+    os.chdir("/content/book/notebooks")
+
+# %% tags=["parameters"]
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+seeds = 3  # sampling seeds per row; each row reports mean and standard deviation over them
+
+# %%
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown
+from torchvision.transforms.functional import gaussian_blur
+
+from genmodels.data import load_mnist
+from genmodels.features import extract_features, load_classifier
+from genmodels.metrics import (
+    FeatureStatistics,
+    frechet_distance,
+    kernel_inception_distance,
+    precision_recall,
+    to_uint8,
+)
+from genmodels.plotting import show_images
+from genmodels.train import git_commit, hardware, pick_device, resolve_profile, write_json
+from genmodels.vae import load_vae
+
+try:
+    from myst_nb import glue  # stores outputs for the book's results page
+except ImportError:  # outside the book's environment (e.g. Colab) gluing has no reader
+
+    def glue(name, value, display=True):
+        return None
+
+
+profile = resolve_profile(profile)
+device = pick_device()
+n_samples = {"smoke": 500, "cpu": 10_000, "gpu": 10_000}[profile]
+checkpoints = Path("../checkpoints")
+results_path = Path("../results/metrics.json") if profile != "smoke" else None
+commit = git_commit()
+print(f"profile {profile} on {hardware(device)}: N = {n_samples:,} per row and seed, {seeds} seeds")
+
+# %% [markdown]
+# ## The reference: MNIST's test set in the classifier's feature space
+
+# %%
+classifier, classifier_checkpoint = load_classifier(checkpoints / "mnist-classifier.pt", map_location=device)
+classifier_record = classifier_checkpoint["extra"]["record"]
+print(f"feature network: test accuracy {classifier_record['test_accuracy']:.2%}, "
+      f"{classifier.config.feature_dim}-dimensional features, eval mode")
+train_images = load_mnist(train=True).data  # uint8 (60000, 28, 28)
+test_images = load_mnist(train=False).data[:n_samples]
+test_features = extract_features(classifier, test_images)
+reference = FeatureStatistics(test_features.shape[1]).update(test_features)
+
+# %% [markdown]
+# ## The registry
+#
+# Each row is a name and a function that returns `n` images for a given seed (uint8, or floats in
+# $[0, 1]$). Adding a model is adding one entry here. The two VAE rows differ only in what counts
+# as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
+# actual samples; see the [VAE notebook](02_vae.ipynb)).
+
+# %%
+vae, vae_checkpoint = load_vae(checkpoints / "vae-j32.pt", map_location=device)
+vae_record = vae_checkpoint["extra"]["record"]
+
+
+@dataclass
+class Row:
+    model: str
+    sample: Callable[[int, int], torch.Tensor]  # (n, seed) -> images (n, 1, 28, 28)
+    kind: str  # "model", "floor" or "baseline"
+    nll: float | None = None
+    nll_unit: str | None = None
+    train_seconds: float | None = None
+    params: int | None = None
+
+
+def vae_sample(which: int) -> Callable[[int, int], torch.Tensor]:
+    def sample(n: int, seed: int) -> torch.Tensor:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return vae.sample(n, generator=generator)[which].cpu()
+    return sample
+
+
+def training_subset(n: int, seed: int) -> torch.Tensor:
+    """n training images, a different disjoint block for every seed."""
+    return train_images[seed * n:(seed + 1) * n][:, None]
+
+
+def uniform_noise(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+
+
+def blurred_training_images(n: int, seed: int) -> torch.Tensor:
+    return gaussian_blur(training_subset(n, seed).float() / 255, kernel_size=9, sigma=1.5)
+
+
+vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
+                train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()))
+registry = [
+    Row("real data: training vs test images", training_subset, "floor"),
+    Row("VAE, decoder means", vae_sample(0), "model", **vae_info),
+    Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
+    Row("baseline: blurred training images", blurred_training_images, "baseline"),
+    Row("baseline: uniform noise", uniform_noise, "baseline"),
+]
+
+# %% [markdown]
+# ## Measuring every row
+#
+# For each row and seed: draw $N$ images (timed), quantize them to uint8, compute their features,
+# then FID (Fréchet distance of the feature Gaussians, float64), KID (100 subsets of 1,000) and
+# precision and recall ($k = 3$ nearest neighbours) against the test set.
+
+# %%
+records, grids = [], {}
+for row in registry:
+    per_seed = []
+    for seed in range(seeds):
+        started = time.perf_counter()
+        images = to_uint8(row.sample(n_samples, seed))
+        sample_seconds = time.perf_counter() - started
+        features = extract_features(classifier, images)
+        statistics = FeatureStatistics(features.shape[1]).update(features)
+        fid = frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
+        kid, _ = kernel_inception_distance(test_features, features, seed=seed)
+        precision, recall = precision_recall(test_features, features)
+        per_seed.append(dict(fid=fid, kid=kid, precision=precision, recall=recall,
+                             seconds_per_1k=sample_seconds / n_samples * 1000))
+        grids.setdefault(row.model, images[:32])
+    mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
+    std = {k: float(np.std([s[k] for s in per_seed], ddof=1)) for k in ("fid", "kid")}
+    records.append(dict(
+        model=row.model, kind=row.kind, fid=mean["fid"], fid_std=std["fid"],
+        kid=mean["kid"], kid_std=std["kid"],
+        precision=mean["precision"], recall=mean["recall"], nll=row.nll, nll_unit=row.nll_unit,
+        sample_seconds_per_1k=mean["seconds_per_1k"] if row.kind == "model" else None,
+        train_seconds=row.train_seconds, params=row.params, n_samples=n_samples, seeds=seeds,
+        reference="MNIST test set", feature_network="mnist-classifier.pt",
+        profile=profile, hardware=hardware(device), commit=commit,
+    ))
+    print(f"{row.model:>36}: FID {mean['fid']:8.3f} ± {std['fid']:.3f}   KID {mean['kid']:.5f}   "
+          f"precision {mean['precision']:.3f}   recall {mean['recall']:.3f}")
+
+# %% [markdown]
+# ## The table
+#
+# FID and KID are means over the sampling seeds with their standard deviation; lower is better,
+# and the real-data row is the floor that even a perfect model would not beat at this $N$.
+
+# %%
+def fmt(value, spec):
+    return "–" if value is None else format(value, spec)
+
+
+lines = ["| model | FID ↓ | KID ↓ | precision ↑ | recall ↑ | NLL | sampling s / 1k | training min "
+         "| parameters |", "|---|---|---|---|---|---|---|---|---|"]
+for r in sorted(records, key=lambda r: (r["kind"] != "floor", r["fid"])):
+    nll = "–" if r["nll"] is None else f"{r['nll']:.2f} {r['nll_unit']}"
+    minutes = None if r["train_seconds"] is None else r["train_seconds"] / 60
+    lines.append(
+        f"| {r['model']} | {r['fid']:.2f} ± {r['fid_std']:.2f} | {r['kid']:.4f} ± {r['kid_std']:.4f} "
+        f"| {r['precision']:.3f} | {r['recall']:.3f} | {nll} | {fmt(r['sample_seconds_per_1k'], '.3f')} "
+        f"| {fmt(minutes, '.1f')} | {fmt(r['params'], ',d')} |"
+    )
+caption = (f"N = {n_samples:,} samples per row and seed, {seeds} seeds; features of the project's MNIST "
+           f"classifier (test accuracy {classifier_record['test_accuracy']:.2%}); reference: the MNIST test "
+           f"set. Profile `{profile}`, {hardware(device)}, commit `{commit[:10]}`.")
+table = "\n".join(lines)
+glue("results_table", Markdown(table), display=False)
+glue("results_caption", Markdown(caption), display=False)
+Markdown(table + "\n\n" + caption)
+
+# %%
+if results_path is not None:
+    write_json(results_path, records)
+    print(f"wrote {len(records)} rows to {results_path}")
+
+# %% [markdown]
+# Are the differences real? Two rows are told apart only when their FIDs differ by more than the
+# spread over seeds; the check below says so for each adjacent pair of models in the ranking.
+
+# %%
+ranked = sorted(records, key=lambda r: r["fid"])
+for better, worse in zip(ranked, ranked[1:], strict=False):
+    separated = better["fid"] + 2 * better["fid_std"] < worse["fid"] - 2 * worse["fid_std"]
+    print(f"{better['model']} < {worse['model']}: "
+          f"{'separated' if separated else 'NOT separated'} (mean ± 2 std intervals)")
+
+# %% [markdown]
+# ## Samples side by side
+
+# %%
+fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
+for ax, (name, images) in zip(axes, grids.items(), strict=False):
+    show_images(images, nrow=8, ax=ax)
+    ax.set_title(name.replace(": ", ":\n"), fontsize=9)
+fig.tight_layout()
+glue("sample_grids", fig, display=False)
+
+# %% [markdown]
+# ## Are the samples copies of training images?
+#
+# A model that memorized its training set would score a perfect FID. For each VAE sample (decoder
+# means) we find its nearest training image in pixel space and compare that distance with the one
+# from each *test* image to its nearest training image. Copies would sit much closer than test
+# images do; the figure shows samples next to their nearest training neighbours.
+
+# %%
+n_check = min(1000, n_samples)
+samples = to_uint8(vae_sample(0)(n_check, 0)).float().reshape(n_check, -1) / 255
+train_flat = train_images.float().reshape(len(train_images), -1) / 255
+test_flat = test_images[:n_check].float().reshape(n_check, -1) / 255
+
+
+def nearest_training(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    distances = torch.cat([torch.cdist(chunk, train_flat) for chunk in x.split(250)])
+    return distances.min(dim=1)
+
+
+sample_distance, sample_index = nearest_training(samples)
+test_distance, _ = nearest_training(test_flat)
+print(f"median distance to the nearest training image: VAE samples {sample_distance.median():.2f}, "
+      f"test images {test_distance.median():.2f} (pixel L2, images in [0, 1])")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+axes[0].hist(test_distance.numpy(), bins=40, alpha=0.6, label="test image to nearest training image")
+axes[0].hist(sample_distance.numpy(), bins=40, alpha=0.6, label="VAE sample to nearest training image")
+axes[0].set_xlabel("pixel-space L2 distance")
+axes[0].legend(fontsize=8)
+pairs = torch.stack([samples[:8].reshape(8, 28, 28), train_flat[sample_index[:8]].reshape(8, 28, 28)], 1)
+show_images(pairs.reshape(16, 28, 28), nrow=16, ax=axes[1], title="samples and their nearest training images")
+fig.tight_layout()

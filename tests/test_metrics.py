@@ -1,0 +1,146 @@
+"""Fréchet distance, KID and precision/recall against independent references and known answers."""
+
+import numpy as np
+import pytest
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import wasserstein_distance
+
+from genmodels.metrics import (
+    FeatureStatistics,
+    frechet_distance,
+    kernel_inception_distance,
+    precision_recall,
+    to_uint8,
+)
+
+rng = np.random.default_rng(0)
+
+
+def random_covariance(d, rng):
+    a = rng.standard_normal((d, 2 * d))
+    return a @ a.T / (2 * d) + 0.1 * np.eye(d)
+
+
+def test_frechet_distance_is_zero_for_identical_statistics_and_symmetric():
+    mu, sigma = rng.standard_normal(16), random_covariance(16, rng)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
+    mu2, sigma2 = rng.standard_normal(16), random_covariance(16, rng)
+    assert frechet_distance(mu, sigma, mu2, sigma2) == pytest.approx(frechet_distance(mu2, sigma2, mu, sigma))
+
+
+def test_frechet_distance_closed_form_for_commuting_covariances():
+    """Diagonal covariances commute: d^2 = |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2."""
+    mu1, mu2 = rng.standard_normal(8), rng.standard_normal(8)
+    s1, s2 = rng.uniform(0.1, 3, 8), rng.uniform(0.1, 3, 8)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [2, 10, 64])
+def test_frechet_distance_equals_pytorch_fid(d):
+    for _ in range(5):
+        mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+        sigma1, sigma2 = random_covariance(d, rng), random_covariance(d, rng)
+        expected = calculate_frechet_distance(mu1, sigma1, mu2, sigma2)
+        assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_frechet_distance_is_w2_squared_by_exact_optimal_transport_in_1d():
+    """In 1-D, W2 between samples is the sorted matching; for Gaussians it tends to the closed form."""
+    n = 200_000
+    x = rng.normal(1.0, 2.0, n)
+    y = rng.normal(-0.5, 0.7, n)
+    w2_squared_by_transport = np.mean((np.sort(x) - np.sort(y)) ** 2)
+    fid = frechet_distance(np.array([x.mean()]), np.array([[x.var(ddof=1)]]),
+                           np.array([y.mean()]), np.array([[y.var(ddof=1)]]))
+    assert fid == pytest.approx(w2_squared_by_transport, rel=0.01)
+    assert fid == pytest.approx(1.5**2 + (2.0 - 0.7) ** 2, rel=0.01)
+    # The sorted matching is the optimal assignment (checked on a small sample by the Hungarian method).
+    small_x, small_y = x[:200], y[:200]
+    cost = (small_x[:, None] - small_y[None, :]) ** 2
+    rows, cols = linear_sum_assignment(cost)
+    assert cost[rows, cols].mean() == pytest.approx(np.mean((np.sort(small_x) - np.sort(small_y)) ** 2))
+    assert wasserstein_distance(small_x, small_y) <= np.sqrt(cost[rows, cols].mean()) + 1e-12  # W1 <= W2
+
+
+def test_frechet_distance_rejects_bad_statistics():
+    mu, sigma = np.zeros(4), np.eye(4)
+    with pytest.raises(ValueError, match="same feature network"):
+        frechet_distance(mu, sigma, np.zeros(5), np.eye(5))
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(mu, sigma, np.full(4, np.nan), sigma)
+
+
+def test_streaming_statistics_equal_numpy_on_all_features_at_once():
+    features = rng.standard_normal((5000, 12)) * rng.uniform(0.5, 3, 12) + 1e4  # a large offset
+    statistics = FeatureStatistics(12)
+    for batch in np.array_split(features, 17):
+        statistics.update(torch.from_numpy(batch))
+    assert statistics.n == 5000
+    np.testing.assert_allclose(statistics.mean, features.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(statistics.covariance, np.cov(features, rowvar=False), rtol=1e-9, atol=1e-9)
+
+
+def test_streaming_statistics_refuse_bad_features():
+    statistics = FeatureStatistics(4)
+    with pytest.raises(ValueError, match="expected 4-dimensional"):
+        statistics.update(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        statistics.update(np.array([[0.0, np.nan, 0.0, 0.0]]))
+    statistics.update(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="use more than 4 samples"):
+        _ = statistics.covariance
+
+
+def test_kid_is_about_zero_for_one_distribution_and_positive_for_two():
+    a, b = rng.standard_normal((2000, 16)), rng.standard_normal((2000, 16))
+    same, same_std = kernel_inception_distance(a, b, subsets=50, subset_size=500)
+    assert abs(same) < 3 * same_std / np.sqrt(50) + 1e-4
+    shifted, _ = kernel_inception_distance(a, b + 0.5, subsets=50, subset_size=500)
+    assert shifted > 0.01
+
+
+def test_kid_estimator_equals_a_direct_double_sum():
+    x, y = rng.standard_normal((30, 5)), rng.standard_normal((30, 5)) + 0.2
+
+    def k(a, b):
+        return (a @ b / 5 + 1) ** 3
+
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    kid, std = kernel_inception_distance(x, y, subsets=1, subset_size=100)  # the whole sets, once
+    assert kid == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == 0
+
+
+def test_precision_and_recall():
+    real = rng.standard_normal((1500, 8))
+    assert precision_recall(real, real.copy()) == (1.0, 1.0)
+    # Ten modes; the generator covers only five of them, faithfully.
+    centres = rng.standard_normal((10, 8)) * 10
+    labels = rng.integers(0, 10, 3000)
+    real_modes = centres[labels[:1500]] + rng.standard_normal((1500, 8))
+    kept = labels[1500:][labels[1500:] < 5]
+    dropped = centres[kept] + rng.standard_normal((len(kept), 8))
+    full = centres[labels[1500:]] + rng.standard_normal((1500, 8))
+    precision_full, recall_full = precision_recall(real_modes, full)
+    precision, recall = precision_recall(real_modes, dropped)
+    assert precision_full > 0.75 and recall_full > 0.75  # k-NN balls miss some of a Gaussian's tail
+    assert abs(precision - precision_full) < 0.05  # fidelity unchanged ...
+    assert recall == pytest.approx(recall_full * 0.5, abs=0.07)  # ... but half the modes are missed
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        precision_recall(real, real[:, :4])
+
+
+def test_to_uint8_is_the_one_quantization_path():
+    stored = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_uint8(stored), stored)
+    assert torch.equal(to_uint8(stored.float() / 255), stored)  # float round trip is exact
+    assert to_uint8(torch.tensor([0.2, 0.8])).tolist() == [51, 204]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_uint8(torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="uint8 or floating point"):
+        to_uint8(torch.tensor([3]))

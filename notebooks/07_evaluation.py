@@ -138,7 +138,8 @@ def uniform_noise(n: int, seed: int) -> torch.Tensor:
 
 
 def blurred_training_images(n: int, seed: int) -> torch.Tensor:
-    return gaussian_blur(training_subset(n, seed).float() / 255, kernel_size=9, sigma=1.5)
+    blurred = gaussian_blur(training_subset(n, seed).float() / 255, kernel_size=9, sigma=1.5)
+    return blurred.clamp(0, 1)  # float rounding in the convolution can overshoot 1 by 1e-7
 
 
 vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],

@@ -39,7 +39,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
     if torch.isnan(images).any() or images.min() < 0 or images.max() > 1:
         raise ValueError(
-            f"float images must lie in [0, 1] without NaN, got [{images.min():.3g}, {images.max():.3g}]; "
+            f"float images must lie in [0, 1] without NaN, got [{images.min():.6g}, {images.max():.6g}]; "
             "map model outputs to [0, 1] first"
         )
     return (images * 255).round().to(torch.uint8)

@@ -51,7 +51,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Markdown
+from IPython.display import HTML, Markdown
+from markdown_it import MarkdownIt
 from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
@@ -214,8 +215,9 @@ caption = (f"N = {n_samples:,} samples per row and seed, {seeds} seeds; features
            f"classifier (test accuracy {classifier_record['test_accuracy']:.2%}); reference: the MNIST test "
            f"set. Profile `{profile}`, {hardware(device)}, commit `{commit[:10]}`.")
 table = "\n".join(lines)
-glue("results_table", Markdown(table), display=False)
-glue("results_caption", Markdown(caption), display=False)
+to_html = MarkdownIt("commonmark").enable("table").render  # other pages paste HTML, not Markdown
+glue("results_table", HTML(to_html(table).replace("<table>", '<table class="table">')), display=False)
+glue("results_caption", HTML(to_html(caption)), display=False)
 Markdown(table + "\n\n" + caption)
 
 # %%

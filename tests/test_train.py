@@ -273,7 +273,8 @@ def test_publish_checkpoint_writes_weights_record_and_checksums(tmp_path):
     record = {"profile": "cpu", "hardware": hardware("cpu"), "train_seconds": 1.5}
     first = publish_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(), record=record, step=3)
     publish_checkpoint(tmp_path / "other.pt", model, config=TinyConfig(hidden=8), record=record)
-    republished = publish_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(), record=record, step=4)
+    republished = publish_checkpoint(tmp_path / "tiny.pt", model, config=TinyConfig(), record=record, step=4,
+                                     extra={"snapshots": [1, 2, 3]})
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert sorted(check.stdout.splitlines()) == ["other.pt: OK", "tiny.pt: OK"]
@@ -284,7 +285,8 @@ def test_publish_checkpoint_writes_weights_record_and_checksums(tmp_path):
     assert on_disk["sha256"] == file_sha256(tmp_path / "tiny.pt")
     assert on_disk["params"] == sum(p.numel() for p in model.parameters())
     assert on_disk["profile"] == "cpu" and on_disk["config"] == {"hidden": 8, "lr": 1e-2}
-    assert read_checkpoint(tmp_path / "tiny.pt")["extra"]["record"] == record
+    assert read_checkpoint(tmp_path / "tiny.pt")["extra"] == {"record": record, "snapshots": [1, 2, 3]}
+    assert "snapshots" not in on_disk
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "SHA256SUMS", "other.json", "other.pt", "tiny.json", "tiny.pt"]
 

@@ -226,15 +226,22 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def publish_checkpoint(
-    path: str | os.PathLike, model: torch.nn.Module, *, config: Any, record: dict[str, Any], step: int = 0
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    config: Any,
+    record: dict[str, Any],
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Save a checkpoint for others to use: the ``.pt`` file, a ``.json`` record of where it came from
     (``record`` plus checksum, commit and sizes), and its line in the folder's ``SHA256SUMS``.
 
-    Returns the JSON record. Every file is replaced atomically.
+    ``extra`` (e.g. sample snapshots) goes into the ``.pt`` file only. Returns the JSON record.
+    Every file is replaced atomically.
     """
     path = Path(path)
-    save_checkpoint(path, model, config=config, step=step, extra={"record": record})
+    save_checkpoint(path, model, config=config, step=step, extra={**(extra or {}), "record": record})
     full_record = {
         **record,
         "file": path.name,

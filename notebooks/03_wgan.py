@@ -1,0 +1,408 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Wasserstein GANs: distances, duality, and Algorithm 1 on MNIST
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/genmodels-book/a-tale-of-vaes-wgans-ddpms/blob/main/notebooks/03_wgan.ipynb)
+#
+# This notebook goes with the [WGAN chapter](../chapters/wgan.md). It computes the distances of the
+# parallel-lines example exactly, works the Kantorovich-Rubinstein duality on a small problem,
+# trains a WGAN with the gradient penalty on a 2-D mixture where the true W1 is known, and then
+# trains two WGANs on MNIST: Algorithm 1 of Arjovsky et al. (2017) with weight clipping, exactly as
+# published, and the gradient-penalty version of Gulrajani et al. (2017).
+
+# %% tags=["remove-cell"]
+# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+import os
+import subprocess
+import sys
+
+REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
+if "google.colab" in sys.modules:
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
+    os.chdir("/content/book/notebooks")
+
+# %% tags=["parameters"]
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+seed = 0  # seeds Python, NumPy and torch
+train_from_scratch = True  # False: load the published generators instead of training
+
+# %%
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from genmodels.data import eight_gaussians, load_mnist
+from genmodels.plotting import show_images
+from genmodels.train import (
+    hardware,
+    load_checkpoint,
+    pick_device,
+    progress,
+    publish_checkpoint,
+    resolve_profile,
+    save_checkpoint,
+    seed_everything,
+)
+from genmodels.wasserstein import (
+    hellinger_distance,
+    js_divergence,
+    kantorovich_dual,
+    kl_divergence,
+    optimal_transport,
+    total_variation,
+    w1_1d,
+)
+from genmodels.wgan import (
+    Critic,
+    Generator,
+    WGANConfig,
+    clip_weights_,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+)
+
+profile = resolve_profile(profile)
+seed_everything(seed)
+device = pick_device()
+sizes = {  # generator iterations: each one follows n_critic critic iterations
+    "smoke": dict(toy_iterations=40, w1_samples=100, clip_iterations=30, gp_iterations=30, log_every=10),
+    "cpu": dict(toy_iterations=3_000, w1_samples=300, clip_iterations=15_000, gp_iterations=10_000, log_every=100),
+    "gpu": dict(toy_iterations=5_000, w1_samples=300, clip_iterations=100_000, gp_iterations=100_000, log_every=500),
+}[profile]
+published = Path("../checkpoints") if profile != "smoke" else Path(tempfile.mkdtemp())
+runs = Path("../runs") if profile != "smoke" else Path(tempfile.mkdtemp())
+print(f"profile {profile} on {hardware(device)}: {sizes}")
+
+# %% [markdown]
+# ## 1. Distances on the parallel lines
+#
+# Let $Z \sim U[0, 1]$, $P_0$ the distribution of $(0, Z)$ and $P_\theta$ that of $(\theta, Z)$:
+# two vertical segments at horizontal distance $|\theta|$. We discretize $Z$ on 41 points and
+# compute every distance exactly: W1 as the optimal-transport linear program, the divergences from
+# the probability vectors on the joint support.
+
+# %%
+def parallel_lines(theta: float, n: int = 41):
+    z = np.linspace(0, 1, n)
+    p_points, q_points = np.stack([np.zeros(n), z], 1), np.stack([np.full(n, theta), z], 1)
+    support = np.unique(np.vstack([p_points, q_points]), axis=0)
+    index = {tuple(point): i for i, point in enumerate(support)}
+    p, q = np.zeros(len(support)), np.zeros(len(support))
+    for point in p_points:
+        p[index[tuple(point)]] += 1 / n
+    for point in q_points:
+        q[index[tuple(point)]] += 1 / n
+    return p_points, q_points, p, q
+
+
+thetas = np.linspace(-1, 1, 41)
+table = {name: [] for name in ("W1", "JS", "KL", "TV", "Hellinger")}
+for theta in thetas:
+    p_points, q_points, p, q = parallel_lines(theta)
+    table["W1"].append(optimal_transport(p_points, q_points)[0])
+    table["JS"].append(js_divergence(p, q))
+    table["KL"].append(kl_divergence(p, q))
+    table["TV"].append(total_variation(p, q))
+    table["Hellinger"].append(hellinger_distance(p, q))
+fig, ax = plt.subplots(figsize=(7, 3.4))
+for name, values in table.items():
+    values = np.array(values)
+    if name == "KL":
+        values = np.where(np.isinf(values), np.nan, values)  # infinite away from theta = 0
+    ax.plot(thetas, values, "o-" if name == "W1" else ".", ms=3, label=name)
+ax.axhline(math.log(2), color="gray", lw=0.5)
+ax.text(0.55, math.log(2) + 0.03, "log 2", color="gray")
+ax.set_xlabel(r"$\theta$")
+ax.set_ylabel("distance between $P_0$ and $P_\\theta$")
+ax.legend(ncol=5, fontsize=8, loc="upper center")
+assert np.allclose(table["W1"], np.abs(thetas), atol=1e-9)
+print("KL(P_0 || P_theta) is infinite for every theta != 0; JS = log 2 =", f"{math.log(2):.4f}")
+
+# %% [markdown]
+# W1 $= |\theta|$ is continuous in $\theta$ and has a useful gradient everywhere but at 0; JS, TV and
+# Hellinger jump to their maximum as soon as $\theta \neq 0$ and are flat otherwise, and KL is
+# infinite. A generator whose samples lie on a low-dimensional set, as images do, is in the
+# situation of $P_\theta$: the f-divergences give it no signal about which way to move.
+#
+# ## 2. Kantorovich-Rubinstein duality, worked
+#
+# Two small distributions on the line: the primal (the cheapest transport plan), the dual (the
+# best 1-Lipschitz $f$) and the formula by sorting all give the same number.
+
+# %%
+x, a = np.array([0.0, 1.0, 3.0]), np.array([0.5, 0.25, 0.25])
+y, b = np.array([2.0, 4.0]), np.array([0.5, 0.5])
+primal, plan = optimal_transport(x, y, a, b)
+dual, f = kantorovich_dual(x, y, a, b)
+print(f"primal {primal:.4f}   dual {dual:.4f}   by sorting {w1_1d(x, y, a, b):.4f}")
+print("optimal plan (rows: x = 0, 1, 3; columns: y = 2, 4):\n", np.round(plan, 3))
+fig, ax = plt.subplots(figsize=(6, 2.8))
+support = np.concatenate([x, y])
+order = np.argsort(support)
+ax.plot(support[order], f[order], "k-", lw=1, label="optimal critic f (1-Lipschitz)")
+ax.bar(x, a, width=0.15, color="tab:blue", alpha=0.6, label="P (weights a)")
+ax.bar(y, -b, width=0.15, color="tab:orange", alpha=0.6, label="Q (weights b, drawn downwards)")
+ax.set_xlabel("x")
+ax.legend(fontsize=8)
+assert abs(primal - dual) < 1e-8 and abs(primal - w1_1d(x, y, a, b)) < 1e-8
+
+# %% [markdown]
+# The critic rises with slope 1 across the mass of $P$ and falls with slope $-1$ towards the
+# mass of $Q$: where it can tell the two apart, it is as steep as the Lipschitz constraint allows.
+# A WGAN's critic network is trying to find this $f$, and its estimate
+# $\mathbb{E}_P[f] - \mathbb{E}_Q[f]$ is the generator's training signal.
+#
+# ## 3. A WGAN on a 2-D mixture, where W1 is known
+#
+# The generator maps $z \sim \mathcal{N}(0, I_4)$ through an MLP to the plane; the critic is an MLP
+# without batch normalization. We train with the gradient penalty ($\lambda = 10$, $n_\text{critic} = 5$,
+# Adam with $\alpha = 10^{-4}$, $\beta_1 = 0$, $\beta_2 = 0.9$, as Gulrajani et al.) and compare the
+# critic's estimate with the exact W1 between samples, computed by the transport linear program.
+
+# %%
+mixture = eight_gaussians(radius=2.0, std=0.2)
+toy_config = WGANConfig(data_dim=2, latent_dim=4, hidden_dims=(128, 128, 128), image_output=False)
+toy_generator, toy_critic = Generator(toy_config).to(device), Critic(toy_config).to(device)
+toy_g_optimizer = torch.optim.Adam(toy_generator.parameters(), lr=1e-4, betas=(0.0, 0.9))
+toy_c_optimizer = torch.optim.Adam(toy_critic.parameters(), lr=1e-4, betas=(0.0, 0.9))
+toy_log = []
+for iteration in progress(range(sizes["toy_iterations"]), desc="2-D WGAN-GP"):
+    for _ in range(5):
+        real = mixture.sample(256).float().to(device)
+        fake = toy_generator.sample(256).detach()
+        f_real, f_fake = toy_critic(real), toy_critic(fake)
+        loss = critic_loss(f_real, f_fake) + 10 * gradient_penalty(toy_critic, real, fake)
+        toy_c_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        toy_c_optimizer.step()
+    toy_g_optimizer.zero_grad(set_to_none=True)
+    generator_loss(toy_critic(toy_generator.sample(256))).backward()
+    toy_g_optimizer.step()
+    if iteration % max(10, sizes["toy_iterations"] // 20) == 0 or iteration + 1 == sizes["toy_iterations"]:
+        with torch.no_grad():
+            real, fake = mixture.sample(sizes["w1_samples"]).float(), toy_generator.sample(sizes["w1_samples"]).cpu()
+            estimate = (toy_critic(real.to(device)).mean() - toy_critic(fake.to(device)).mean()).item()
+        exact, _ = optimal_transport(real.numpy(), fake.numpy())
+        toy_log.append((iteration + 1, estimate, exact))
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+grid = torch.linspace(-3.2, 3.2, 150)
+gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+with torch.no_grad():
+    points = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).to(device)
+    landscape = toy_critic(points).reshape(150, 150).cpu()
+    fake = toy_generator.sample(1000).cpu()
+contour = axes[0].contourf(gx, gy, landscape, levels=30, cmap="RdBu_r")
+fig.colorbar(contour, ax=axes[0], label="critic $f_w(x)$")
+real = mixture.sample(1000)
+axes[0].scatter(real[:, 0], real[:, 1], s=2, c="black", label="data")
+axes[0].scatter(fake[:, 0], fake[:, 1], s=2, c="gold", label="generator")
+axes[0].legend(loc="upper right", fontsize=8)
+axes[0].set_title("the trained critic's landscape")
+axes[0].set_aspect("equal")
+steps, estimates, exacts = zip(*toy_log, strict=True)
+axes[1].plot(steps, exacts, "o-", label=f"exact W1 between two sets of {sizes['w1_samples']} samples (linear program)")
+axes[1].plot(steps, estimates, "s-", label=r"critic estimate $E[f(x)] - E[f(g(z))]$")
+axes[1].set_xlabel("generator iteration")
+axes[1].set_ylabel("W1")
+axes[1].set_yscale("log")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+print(f"after {steps[-1]} generator iterations: exact W1 {exacts[-1]:.3f}, "
+      f"critic estimate {estimates[-1]:.3f}")
+
+# %% [markdown]
+# The critic is high (red) on the data and low (blue) where the generator puts mass that the data
+# does not have, and its estimate follows the exact W1 as the generator closes in. The exact value
+# between two finite samples does not reach 0 even for identical distributions (a sampling floor);
+# the critic's estimate is computed on fresh samples and is noisier.
+#
+# ## 4. MNIST: Algorithm 1 with weight clipping, and the gradient penalty
+#
+# Both WGANs use the same MLP generator ($z \in \mathbb{R}^{64} \to 256 \to 512 \to 512 \to 784$,
+# sigmoid output) and an MLP critic without batch normalization, on grey MNIST pixels in $[0, 1]$.
+# They differ only in how the critic is kept Lipschitz, and in the optimizer each paper prescribes:
+#
+# | | clipping (Arjovsky et al., Algorithm 1) | gradient penalty (Gulrajani et al.) |
+# |---|---|---|
+# | Lipschitz constraint | $w \leftarrow \mathrm{clip}(w, -c, c)$ after each critic step, $c = 0.01$ | $\lambda\, \mathbb{E}[(\lVert \nabla f(\hat x) \rVert_2 - 1)^2]$, $\lambda = 10$ |
+# | optimizer | RMSProp, $\alpha = 5 \cdot 10^{-5}$ | Adam, $\alpha = 10^{-4}$, $\beta = (0, 0.9)$ |
+# | $n_\text{critic}$, $m$ | 5, 64 | 5, 64 |
+#
+# The loop below is Algorithm 1 line by line. Every `log_every` generator iterations it records
+# the critic's W estimate on the current batch, and it saves the whole state (both networks, both
+# optimizers, the RNG) atomically, so an interrupted run resumes and a diverging one stops with the
+# last good checkpoint intact.
+
+# %%
+train_pixels = load_mnist(train=True).data.float().div(255).reshape(-1, 784).to(device)
+n_critic, m = 5, 64
+
+
+def make_optimizer(variant: str, parameters):
+    if variant == "clip":
+        return torch.optim.RMSprop(parameters, lr=5e-5)
+    return torch.optim.Adam(parameters, lr=1e-4, betas=(0.0, 0.9))
+
+
+def train_wgan(variant: str, iterations: int):
+    """Train the MNIST WGAN ``variant`` ("clip" or "gp"); return the generator, its log, seconds."""
+    config = WGANConfig()
+    generator, critic = Generator(config).to(device), Critic(config).to(device)
+    g_optimizer = make_optimizer(variant, generator.parameters())
+    c_optimizer = make_optimizer(variant, critic.parameters())
+    state_path = runs / f"wgan-{variant}-{profile}-last.pt"
+    log, snapshots, seconds, start = [], {}, 0.0, 0
+    fixed_z = torch.randn(32, config.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    if state_path.exists():
+        state = load_checkpoint(state_path, generator, optimizer=g_optimizer, restore_rng=True)
+        extra = state["extra"]
+        critic.load_state_dict(extra["critic"])
+        c_optimizer.load_state_dict(extra["critic_optimizer"])
+        log, snapshots, seconds, start = extra["log"], extra["snapshots"], extra["seconds"], state["step"]
+        print(f"resuming {variant} after generator iteration {start}")
+    started = time.perf_counter()
+    bar = progress(range(start, iterations), desc=f"WGAN-{variant}", initial=start, total=iterations)
+    for iteration in bar:
+        for _ in range(n_critic):
+            x = train_pixels[torch.randint(len(train_pixels), (m,), device=device)]  # m real samples
+            fake = generator.sample(m).detach()  # g_theta(z), z ~ p(z)
+            f_real, f_fake = critic(x), critic(fake)
+            loss = critic_loss(f_real, f_fake)  # -(mean f(x) - mean f(g(z)))
+            if variant == "gp":
+                loss = loss + 10.0 * gradient_penalty(critic, x, fake)
+            c_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            c_optimizer.step()  # w <- w + alpha * RMSProp(w, g_w)  (or Adam)
+            if variant == "clip":
+                clip_weights_(critic, 0.01)  # w <- clip(w, -c, c), after the step
+        g_loss = generator_loss(critic(generator.sample(m)))  # -mean f(g_theta(z))
+        g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_optimizer.step()  # theta <- theta - alpha * RMSProp(theta, g_theta)  (or Adam)
+
+        if (iteration + 1) % sizes["log_every"] == 0 or iteration + 1 == iterations:
+            w_estimate = (f_real.mean() - f_fake.mean()).item()
+            if not (math.isfinite(w_estimate) and math.isfinite(g_loss.item()) and abs(w_estimate) < 1e4):
+                raise RuntimeError(
+                    f"WGAN-{variant} diverged at generator iteration {iteration + 1}: W estimate "
+                    f"{w_estimate}, generator loss {g_loss.item()}. The last good state is {state_path} "
+                    f"(iteration {start}); lower the learning rate or check the data, then run again "
+                    "to resume from it."
+                )
+            seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            log.append(dict(iteration=iteration + 1, w_estimate=w_estimate, seconds=seconds))
+            if (iteration + 1) in milestones(iterations):
+                with torch.no_grad():
+                    snapshots[iteration + 1] = generator(fixed_z).reshape(-1, 28, 28).cpu()
+            save_checkpoint(state_path, generator, optimizer=g_optimizer, config=config, step=iteration + 1,
+                            extra=dict(critic=critic.state_dict(), log=log, snapshots=snapshots,
+                                       critic_optimizer=c_optimizer.state_dict(), seconds=seconds))
+            start = iteration + 1
+    return generator.eval(), log, snapshots, seconds
+
+
+def milestones(iterations: int) -> list[int]:
+    """Generator iterations at which sample grids are kept: about 1%, 10%, 30% and 100% of training."""
+    log_every = sizes["log_every"]
+    fractions = (0.01, 0.1, 0.3, 1.0)
+    return sorted({max(log_every, round(iterations * f / log_every) * log_every) for f in fractions})
+
+
+# %%
+results = {}
+for variant in ("clip", "gp"):
+    path = published / f"wgan-{variant}.pt"
+    if train_from_scratch:
+        results[variant] = train_wgan(variant, sizes[f"{variant}_iterations"])
+    else:
+        generator = Generator(WGANConfig()).to(device)
+        extra = load_checkpoint(path, generator, map_location=device)["extra"]
+        results[variant] = (generator.eval(), extra["record"]["log"], extra["snapshots"],
+                            extra["record"]["train_seconds"])
+    _, log, _, seconds = results[variant]
+    print(f"WGAN-{variant}: {log[-1]['iteration']:,} generator iterations in {seconds / 60:.1f} minutes "
+          f"on {hardware(device)}; final W estimate {log[-1]['w_estimate']:.4f}")
+
+# %% [markdown]
+# ## 5. The W estimate tracks sample quality
+#
+# The lecture's figure: the critic's estimate of $W(P_r, P_\theta)$ over generator iterations,
+# here beside samples of a fixed set of $z$ taken along training. With clipping the estimate is
+# tiny in absolute terms (a critic whose weights lie in $[-0.01, 0.01]$ is $K$-Lipschitz for some
+# small $K$, so it estimates $K \cdot W$), but it falls as the samples improve. With the penalty the
+# critic is close to 1-Lipschitz and the estimate is on the scale of W itself.
+
+# %%
+fig = plt.figure(figsize=(14, 7))
+for row, variant in enumerate(("clip", "gp")):
+    _, log, snapshots, _ = results[variant]
+    ax = fig.add_subplot(2, 1 + len(snapshots), row * (1 + len(snapshots)) + 1)
+    its = [entry["iteration"] for entry in log]
+    ws = np.array([entry["w_estimate"] for entry in log])
+    ax.plot(its, ws, lw=0.6, alpha=0.5)
+    window = max(1, len(ws) // 30)
+    ax.plot(its[window - 1:], np.convolve(ws, np.ones(window) / window, mode="valid"), lw=1.5)
+    ax.set_title(f"WGAN-{variant}: W estimate")
+    ax.set_xlabel("generator iteration")
+    for column, (iteration, images) in enumerate(sorted(snapshots.items()), start=2):
+        grid_ax = fig.add_subplot(2, 1 + len(snapshots), row * (1 + len(snapshots)) + column)
+        show_images(images[:16], nrow=4, ax=grid_ax, title=f"iteration {iteration:,}")
+fig.tight_layout()
+
+# %% [markdown]
+# Samples of the two final generators:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+for ax, variant in zip(axes, ("clip", "gp"), strict=True):
+    generator = results[variant][0]
+    with torch.no_grad():
+        images = generator.sample(64, generator=torch.Generator(device=device).manual_seed(seed))
+    show_images(images.reshape(-1, 28, 28).cpu(), nrow=8, ax=ax, title=f"WGAN-{variant}")
+
+# %% [markdown]
+# ## 6. Publishing the generators
+#
+# Each generator is saved in `checkpoints/` with its training log, its sample snapshots, and where
+# it came from; the [evaluation notebook](07_evaluation.ipynb) measures both.
+
+# %%
+if train_from_scratch:
+    for variant in ("clip", "gp"):
+        generator, log, snapshots, seconds = results[variant]
+        record = dict(profile=profile, hardware=hardware(device), train_seconds=round(seconds, 1),
+                      generator_iterations=log[-1]["iteration"], n_critic=n_critic, batch_size=m,
+                      optimizer="RMSProp lr 5e-5" if variant == "clip" else "Adam lr 1e-4 betas (0, 0.9)",
+                      lipschitz=("weight clipping c = 0.01" if variant == "clip"
+                                 else "gradient penalty lambda = 10"),
+                      log=log)
+        summary = publish_checkpoint(published / f"wgan-{variant}.pt", generator, config=generator.config,
+                                     record=record, step=log[-1]["iteration"],
+                                     extra=dict(snapshots=snapshots))
+        (runs / f"wgan-{variant}-{profile}-last.pt").unlink(missing_ok=True)
+        print(f"published {summary['file']}: sha256 {summary['sha256'][:16]}..., "
+              f"{summary['params']:,} parameters")

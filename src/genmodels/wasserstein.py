@@ -1,0 +1,143 @@
+"""Distances between distributions, computed exactly on small problems.
+
+* the Wasserstein-1 distance in one dimension, from the cumulative distribution functions;
+* optimal transport between two discrete distributions, as the linear program of Kantorovich;
+* the Kantorovich-Rubinstein dual of W1, as a linear program over 1-Lipschitz functions;
+* the f-divergences the WGAN chapter compares with W (KL, Jensen-Shannon, total variation,
+  Hellinger) for discrete distributions on a common support.
+
+Discrete distributions are given as weights ``a`` (n,), summing to one, on points ``x`` (n, d).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import linprog
+from scipy.spatial.distance import cdist
+
+__all__ = [
+    "hellinger_distance",
+    "js_divergence",
+    "kantorovich_dual",
+    "kl_divergence",
+    "optimal_transport",
+    "total_variation",
+    "w1_1d",
+]
+
+
+def _weights(a: np.ndarray, n: int, name: str) -> np.ndarray:
+    a = np.full(n, 1.0 / n) if a is None else np.asarray(a, dtype=np.float64)
+    if a.shape != (n,) or (a < 0).any() or not np.isclose(a.sum(), 1.0):
+        raise ValueError(f"{name} must be {n} non-negative weights summing to 1")
+    return a
+
+
+def _points(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def w1_1d(x: np.ndarray, y: np.ndarray, a: np.ndarray | None = None, b: np.ndarray | None = None) -> float:
+    """W1 between two distributions on the real line: the integral of |F(t) - G(t)| dt.
+
+    ``x`` (n,) with weights ``a`` and ``y`` (m,) with weights ``b`` (uniform if None).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a, b = _weights(a, len(x), "a"), _weights(b, len(y), "b")
+    points = np.concatenate([x, y])
+    mass = np.concatenate([a, -b])  # F - G jumps by +a_i at x_i and by -b_j at y_j
+    order = np.argsort(points, kind="stable")
+    cdf_gap = np.cumsum(mass[order])[:-1]  # F(t) - G(t) between consecutive support points
+    return float(np.sum(np.abs(cdf_gap) * np.diff(points[order])))
+
+
+def optimal_transport(
+    x: np.ndarray, y: np.ndarray, a: np.ndarray | None = None, b: np.ndarray | None = None, p: int = 1
+) -> tuple[float, np.ndarray]:
+    """Kantorovich's problem: min_gamma sum_ij gamma_ij |x_i - y_j|^p over couplings of a and b.
+
+    Returns (the minimal cost, the optimal plan gamma (n, m)); the cost is W_p^p. Solved exactly as
+    a linear program (HiGHS), so keep n * m to a few hundred thousand.
+    """
+    x, y = _points(x), _points(y)
+    a, b = _weights(a, len(x), "a"), _weights(b, len(y), "b")
+    n, m = len(x), len(y)
+    cost = cdist(x, y) ** p
+    # Equality constraints on gamma (flattened row by row): row sums are a, column sums are b.
+    rows = sparse.kron(sparse.eye(n), np.ones((1, m)))
+    columns = sparse.kron(np.ones((1, n)), sparse.eye(m))
+    result = linprog(cost.ravel(), A_eq=sparse.vstack([rows, columns]).tocsr(), b_eq=np.concatenate([a, b]),
+                     bounds=(0, None), method="highs")
+    if not result.success:
+        raise RuntimeError(f"the transport linear program failed: {result.message}")
+    return float(result.fun), result.x.reshape(n, m)
+
+
+def kantorovich_dual(
+    x: np.ndarray, y: np.ndarray, a: np.ndarray | None = None, b: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """W1 by Kantorovich-Rubinstein duality: max_f sum_i a_i f(x_i) - sum_j b_j f(y_j) over f with
+    |f(u) - f(v)| <= |u - v| for all support points u, v.
+
+    Returns (the maximal value, f on the support points: x first, then y). A linear program
+    with one variable per support point and two constraints per pair.
+    """
+    x, y = _points(x), _points(y)
+    a, b = _weights(a, len(x), "a"), _weights(b, len(y), "b")
+    support = np.vstack([x, y])
+    k = len(support)
+    distance = cdist(support, support)
+    i, j = np.triu_indices(k, 1)
+    difference = np.zeros((len(i), k))
+    difference[np.arange(len(i)), i] = 1
+    difference[np.arange(len(i)), j] = -1
+    # f(u) - f(v) <= d(u, v) and f(v) - f(u) <= d(u, v)
+    constraints = np.vstack([difference, -difference])
+    bounds = np.concatenate([distance[i, j], distance[i, j]])
+    objective = np.concatenate([a, -b])
+    # f is defined up to a constant: pin f at the first point to 0.
+    variable_bounds = [(0, 0)] + [(None, None)] * (k - 1)
+    result = linprog(-objective, A_ub=constraints, b_ub=bounds, bounds=variable_bounds, method="highs")
+    if not result.success:
+        raise RuntimeError(f"the dual linear program failed: {result.message}")
+    return float(-result.fun), result.x
+
+
+def _discrete_pair(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"p and q must be probability vectors on one support, got {p.shape} and {q.shape}")
+    for name, v in (("p", p), ("q", q)):
+        if (v < 0).any() or not np.isclose(v.sum(), 1.0):
+            raise ValueError(f"{name} must be non-negative and sum to 1")
+    return p, q
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(p || q) = sum p log(p / q) in nats; infinite where p puts mass on q's zeros."""
+    p, q = _discrete_pair(p, q)
+    where = p > 0
+    if (q[where] == 0).any():
+        return float("inf")
+    return float(np.sum(p[where] * np.log(p[where] / q[where])))
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2 with m = (p + q) / 2; at most log 2."""
+    p, q = _discrete_pair(p, q)
+    m = (p + q) / 2
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """TV(p, q) = sup_A |p(A) - q(A)| = sum |p - q| / 2."""
+    p, q = _discrete_pair(p, q)
+    return float(np.abs(p - q).sum() / 2)
+
+
+def hellinger_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """H(p, q) = sqrt(1 - sum sqrt(p q)), between 0 and 1."""
+    p, q = _discrete_pair(p, q)
+    return float(np.sqrt(max(0.0, 1.0 - np.sum(np.sqrt(p * q)))))

@@ -1,0 +1,110 @@
+"""The Wasserstein GAN (Arjovsky et al. 2017) and its gradient penalty (Gulrajani et al. 2017).
+
+The critic f_w estimates W1(P_r, P_theta) = max_{||f||_L <= 1} E_{P_r}[f(x)] - E_{P_theta}[f(x)];
+the generator g_theta maps z ~ N(0, I) to samples. The losses below are written to be
+*minimized*, each with the sign convention of the paper's Algorithm 1 in its comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Critic",
+    "Generator",
+    "WGANConfig",
+    "clip_weights_",
+    "critic_loss",
+    "generator_loss",
+    "gradient_penalty",
+]
+
+
+@dataclass
+class WGANConfig:
+    data_dim: int = 784  # D: a flattened 28 x 28 image, or 2 for the toy densities
+    latent_dim: int = 64  # size of z ~ N(0, I)
+    hidden_dims: tuple[int, ...] = (256, 512, 512)  # generator widths; the critic mirrors them
+    image_output: bool = True  # generator ends in a sigmoid (pixels in [0, 1]); False: linear output
+
+
+def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(n_in, n_out), activation()]
+    return layers[:-1]  # no activation after the last layer
+
+
+class Generator(nn.Module):
+    """g_theta: z (B, latent_dim) -> x (B, data_dim), in [0, 1] for images."""
+
+    def __init__(self, config: WGANConfig):
+        super().__init__()
+        self.config = config
+        layers = _mlp([config.latent_dim, *config.hidden_dims, config.data_dim], nn.ReLU)
+        self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if config.image_output else []))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples g_theta(z), z ~ N(0, I): (n, data_dim)."""
+        device = next(self.parameters()).device
+        return self(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
+
+
+class Critic(nn.Module):
+    """f_w: x (B, data_dim) -> a real number per example (B,). No batch normalization: the
+    gradient penalty constrains the gradient of f at single points, which batch statistics would
+    couple across the batch."""
+
+    def __init__(self, config: WGANConfig):
+        super().__init__()
+        self.config = config
+        self.net = nn.Sequential(*_mlp([config.data_dim, *reversed(config.hidden_dims), 1],
+                                       lambda: nn.LeakyReLU(0.2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(len(x), -1)).squeeze(-1)  # (B, ...) -> (B,)
+
+
+def critic_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """-(mean f_w(x) - mean f_w(g_theta(z))): the negative of the critic's W1 estimate.
+
+    Algorithm 1 ascends g_w = grad_w [mean f_w(x) - mean f_w(g(z))]; minimizing this is the same.
+    """
+    return -(f_real.mean() - f_fake.mean())
+
+
+def generator_loss(f_fake: torch.Tensor) -> torch.Tensor:
+    """-mean f_w(g_theta(z)): Algorithm 1's g_theta = -grad_theta mean f_w(g_theta(z)), descended."""
+    return -f_fake.mean()
+
+
+@torch.no_grad()
+def clip_weights_(critic: nn.Module, c: float) -> None:
+    """w <- clip(w, -c, c) for every parameter of the critic, in place (after the optimizer step)."""
+    for parameter in critic.parameters():
+        parameter.clamp_(-c, c)
+
+
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E[(||grad f(x_hat)||_2 - 1)^2] at x_hat = eps x + (1 - eps) x_tilde, eps ~ U[0, 1] per example.
+
+    Gulrajani et al. (2017), Algorithm 1, lines 6-7; multiply by lambda (10 in the paper) and add
+    it to :func:`critic_loss`. The graph is kept, so the penalty trains the critic.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake batches must have the same shape, got {tuple(real.shape)} "
+                         f"and {tuple(fake.shape)}")
+    if eps is None:
+        eps = torch.rand(len(real), device=real.device)
+    eps = eps.reshape(-1, *([1] * (real.ndim - 1)))  # one eps per example, broadcast over features
+    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((gradient.reshape(len(real), -1).norm(dim=1) - 1) ** 2).mean()

@@ -1,0 +1,121 @@
+"""Exact transport distances: sorting = primal LP = dual LP; the parallel-lines example."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+from scipy.stats import wasserstein_distance
+
+from genmodels.wasserstein import (
+    hellinger_distance,
+    js_divergence,
+    kantorovich_dual,
+    kl_divergence,
+    optimal_transport,
+    total_variation,
+    w1_1d,
+)
+
+rng = np.random.default_rng(0)
+
+
+def random_discrete(n):
+    weights = rng.uniform(0.1, 1, n)
+    return rng.normal(0, 2, n), weights / weights.sum()
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_w1_by_sorting_equals_primal_and_dual_linear_programs(trial):
+    x, a = random_discrete(7)
+    y, b = random_discrete(9)
+    by_sorting = w1_1d(x, y, a, b)
+    primal, plan = optimal_transport(x, y, a, b, p=1)
+    dual, f = kantorovich_dual(x, y, a, b)
+    assert by_sorting == pytest.approx(primal, rel=1e-8)
+    assert dual == pytest.approx(primal, rel=1e-7)
+    assert by_sorting == pytest.approx(wasserstein_distance(x, y, a, b), rel=1e-10)  # scipy's
+    # The plan is a coupling of a and b, and the dual's f is 1-Lipschitz on the support.
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-9)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-9)
+    support = np.concatenate([x, y])
+    assert (np.abs(f[:, None] - f[None, :]) <= np.abs(support[:, None] - support[None, :]) + 1e-9).all()
+
+
+def test_w1_between_unit_gaussians_is_the_shift():
+    x = rng.normal(0.3, 1, 200_000)
+    y = rng.normal(-1.2, 1, 200_000)
+    assert w1_1d(x, y) == pytest.approx(1.5, abs=0.01)
+
+
+def test_optimal_transport_with_equal_weights_is_an_assignment():
+    """Between two clouds of n equally weighted points an optimal plan is a permutation (Birkhoff)."""
+    x, y = rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + [1.0, 0.0]
+    cost, plan = optimal_transport(x, y)
+    distances = cdist(x, y)
+    rows, columns = linear_sum_assignment(distances)
+    assert cost == pytest.approx(distances[rows, columns].mean(), rel=1e-9)
+    assert plan.sum() == pytest.approx(1.0)
+
+
+def test_optimal_transport_in_2d_agrees_with_the_dual_and_with_w2_for_a_shift():
+    x = rng.normal(size=(12, 2))
+    shift = np.array([0.7, -0.4])
+    primal, plan = optimal_transport(x, x + shift, p=1)
+    dual, _ = kantorovich_dual(x, x + shift)
+    assert primal == pytest.approx(np.linalg.norm(shift), rel=1e-8)  # moving every point is optimal
+    assert dual == pytest.approx(primal, rel=1e-7)
+    squared, _ = optimal_transport(x, x + shift, p=2)
+    assert squared == pytest.approx(np.sum(shift**2), rel=1e-8)  # W2^2 with cost |x - y|^2
+
+
+def parallel_lines(theta, n=41):
+    """P_0 = (0, Z) and P_theta = (theta, Z), Z uniform on n points of [0, 1] (Arjovsky et al.)."""
+    z = np.linspace(0, 1, n)
+    p_points = np.stack([np.zeros(n), z], 1)
+    q_points = np.stack([np.full(n, theta), z], 1)
+    support = np.unique(np.vstack([p_points, q_points]), axis=0)
+    index = {tuple(point): i for i, point in enumerate(support)}
+    p, q = np.zeros(len(support)), np.zeros(len(support))
+    for point in p_points:
+        p[index[tuple(point)]] += 1 / n
+    for point in q_points:
+        q[index[tuple(point)]] += 1 / n
+    return p_points, q_points, p, q
+
+
+@pytest.mark.parametrize("theta", [-1.0, -0.3, 0.05, 0.5])
+def test_parallel_lines_w_is_theta_and_the_divergences_jump(theta):
+    p_points, q_points, p, q = parallel_lines(theta)
+    w1, _ = optimal_transport(p_points, q_points)
+    assert w1 == pytest.approx(abs(theta), rel=1e-8)
+    assert js_divergence(p, q) == pytest.approx(math.log(2))
+    assert kl_divergence(p, q) == math.inf
+    assert total_variation(p, q) == pytest.approx(1.0)
+    assert hellinger_distance(p, q) == pytest.approx(1.0)
+
+
+def test_parallel_lines_at_zero_every_distance_is_zero():
+    p_points, q_points, p, q = parallel_lines(0.0)
+    assert optimal_transport(p_points, q_points)[0] == pytest.approx(0.0, abs=1e-12)
+    assert js_divergence(p, q) == kl_divergence(p, q) == total_variation(p, q) == 0.0
+    assert hellinger_distance(p, q) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_divergences_against_direct_formulas():
+    p = np.array([0.2, 0.5, 0.3])
+    q = np.array([0.4, 0.4, 0.2])
+    expected_kl = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    assert kl_divergence(p, q) == pytest.approx(expected_kl)
+    m = (p + q) / 2
+    expected_js = 0.5 * sum(pi * math.log(pi / mi) for pi, mi in zip(p, m, strict=True)) + 0.5 * sum(
+        qi * math.log(qi / mi) for qi, mi in zip(q, m, strict=True))
+    assert js_divergence(p, q) == pytest.approx(expected_js)
+    assert total_variation(p, q) == pytest.approx(0.2)
+    affinity = sum(math.sqrt(a * b) for a, b in zip(p, q, strict=True))
+    assert hellinger_distance(p, q) == pytest.approx(math.sqrt(1 - affinity))
+    with pytest.raises(ValueError, match="sum to 1"):
+        kl_divergence(np.array([0.5, 0.6]), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="weights summing to 1"):
+        w1_1d(np.zeros(2), np.ones(2), a=np.array([0.2, 0.2]))

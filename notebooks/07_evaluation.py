@@ -56,7 +56,7 @@ from markdown_it import MarkdownIt
 from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
-from genmodels.features import extract_features, load_classifier
+from genmodels.features import extract_features, inception_features, load_classifier
 from genmodels.metrics import (
     FeatureStatistics,
     frechet_distance,
@@ -65,8 +65,17 @@ from genmodels.metrics import (
     to_uint8,
 )
 from genmodels.plotting import show_images
-from genmodels.train import git_commit, hardware, pick_device, resolve_profile, write_json
+from genmodels.train import (
+    git_commit,
+    hardware,
+    load_checkpoint,
+    pick_device,
+    read_checkpoint,
+    resolve_profile,
+    write_json,
+)
 from genmodels.vae import load_vae
+from genmodels.wgan import Generator, WGANConfig
 
 try:
     from myst_nb import glue  # stores outputs for the book's results page
@@ -101,7 +110,8 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # ## The registry
 #
 # Each row is a name and a function that returns `n` images for a given seed (uint8, or floats in
-# $[0, 1]$). Adding a model is adding one entry here. The two VAE rows differ only in what counts
+# $[0, 1]$). Adding a model is adding one entry here. The WGANs have no likelihood, so their NLL
+# column stays empty. The two VAE rows differ only in what counts
 # as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
 # actual samples; see the [VAE notebook](02_vae.ipynb)).
 
@@ -143,12 +153,32 @@ def blurred_training_images(n: int, seed: int) -> torch.Tensor:
     return blurred.clamp(0, 1)  # float rounding in the convolution can overshoot 1 by 1e-7
 
 
+def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
+    generator = Generator(WGANConfig()).to(device)
+    load_checkpoint(checkpoints / f"wgan-{variant}.pt", generator, map_location=device)
+    generator.eval()
+
+    def sample(n: int, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            images = generator.sample(n, generator=torch.Generator(device=device).manual_seed(seed))
+        return images.reshape(n, 1, 28, 28).cpu()
+    return sample
+
+
+def wgan_info(variant: str) -> dict:
+    checkpoint = read_checkpoint(checkpoints / f"wgan-{variant}.pt")
+    return dict(train_seconds=checkpoint["extra"]["record"]["train_seconds"],
+                params=sum(t.numel() for t in checkpoint["model"].values()))
+
+
 vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
                 train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()))
 registry = [
     Row("real data: training vs test images", training_subset, "floor"),
     Row("VAE, decoder means", vae_sample(0), "model", **vae_info),
     Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
+    Row("WGAN, weight clipping", wgan_sample("clip"), "model", **wgan_info("clip")),
+    Row("WGAN-GP", wgan_sample("gp"), "model", **wgan_info("gp")),
     Row("baseline: blurred training images", blurred_training_images, "baseline"),
     Row("baseline: uniform noise", uniform_noise, "baseline"),
 ]
@@ -235,6 +265,30 @@ for better, worse in zip(ranked, ranked[1:], strict=False):
     separated = better["fid"] + 2 * better["fid_std"] < worse["fid"] - 2 * worse["fid_std"]
     print(f"{better['model']} < {worse['model']}: "
           f"{'separated' if separated else 'NOT separated'} (mean ± 2 std intervals)")
+
+# %% [markdown]
+# ## Inception FID, where its weights are present
+#
+# The standard FID uses pytorch-fid's Inception-v3 weights, which cannot be downloaded on the machines
+# this book is built on. Where they are already in torch's hub cache (on Colab, after pytorch-fid has
+# fetched them once), the same path computes it, for seed 0 of every row; elsewhere the cell says why
+# it cannot.
+
+# %%
+try:
+    inception = inception_features().to(device)
+except (FileNotFoundError, ImportError) as reason:
+    print(f"Inception FID skipped: {reason}")
+else:
+    inception_reference = FeatureStatistics(2048).update(extract_features(inception, test_images, batch_size=100))
+    for row, record in zip(registry, records, strict=True):
+        statistics = FeatureStatistics(2048).update(
+            extract_features(inception, to_uint8(row.sample(n_samples, 0)), batch_size=100))
+        record["inception_fid"] = frechet_distance(inception_reference.mean, inception_reference.covariance,
+                                                   statistics.mean, statistics.covariance)
+        print(f"{row.model:>36}: Inception FID {record['inception_fid']:.2f} (seed 0, N = {n_samples:,})")
+    if results_path is not None:
+        write_json(results_path, records)
 
 # %% [markdown]
 # ## Samples side by side

@@ -14,6 +14,7 @@ from genmodels.wasserstein import (
     kantorovich_dual,
     kl_divergence,
     optimal_transport,
+    parallel_lines,
     total_variation,
     w1_1d,
 )
@@ -70,24 +71,10 @@ def test_optimal_transport_in_2d_agrees_with_the_dual_and_with_w2_for_a_shift():
     assert squared == pytest.approx(np.sum(shift**2), rel=1e-8)  # W2^2 with cost |x - y|^2
 
 
-def parallel_lines(theta, n=41):
-    """P_0 = (0, Z) and P_theta = (theta, Z), Z uniform on n points of [0, 1] (Arjovsky et al.)."""
-    z = np.linspace(0, 1, n)
-    p_points = np.stack([np.zeros(n), z], 1)
-    q_points = np.stack([np.full(n, theta), z], 1)
-    support = np.unique(np.vstack([p_points, q_points]), axis=0)
-    index = {tuple(point): i for i, point in enumerate(support)}
-    p, q = np.zeros(len(support)), np.zeros(len(support))
-    for point in p_points:
-        p[index[tuple(point)]] += 1 / n
-    for point in q_points:
-        q[index[tuple(point)]] += 1 / n
-    return p_points, q_points, p, q
-
-
 @pytest.mark.parametrize("theta", [-1.0, -0.3, 0.05, 0.5])
 def test_parallel_lines_w_is_theta_and_the_divergences_jump(theta):
     p_points, q_points, p, q = parallel_lines(theta)
+    assert len(p) == 82 and p.sum() == pytest.approx(1) and np.all(p * q == 0)  # disjoint supports
     w1, _ = optimal_transport(p_points, q_points)
     assert w1 == pytest.approx(abs(theta), rel=1e-8)
     assert js_divergence(p, q) == pytest.approx(math.log(2))
@@ -98,6 +85,7 @@ def test_parallel_lines_w_is_theta_and_the_divergences_jump(theta):
 
 def test_parallel_lines_at_zero_every_distance_is_zero():
     p_points, q_points, p, q = parallel_lines(0.0)
+    assert len(p) == 41 and np.array_equal(p, q)  # one shared support of 41 points
     assert optimal_transport(p_points, q_points)[0] == pytest.approx(0.0, abs=1e-12)
     assert js_divergence(p, q) == kl_divergence(p, q) == total_variation(p, q) == 0.0
     assert hellinger_distance(p, q) == pytest.approx(0.0, abs=1e-7)

@@ -22,6 +22,7 @@ __all__ = [
     "kantorovich_dual",
     "kl_divergence",
     "optimal_transport",
+    "parallel_lines",
     "total_variation",
     "w1_1d",
 ]
@@ -141,3 +142,17 @@ def hellinger_distance(p: np.ndarray, q: np.ndarray) -> float:
     """H(p, q) = sqrt(1 - sum sqrt(p q)), between 0 and 1."""
     p, q = _discrete_pair(p, q)
     return float(np.sqrt(max(0.0, 1.0 - np.sum(np.sqrt(p * q)))))
+
+
+def parallel_lines(theta: float, n: int = 41) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Arjovsky et al.'s example: P_0 = law of (0, Z) and P_theta = law of (theta, Z), Z uniform on
+    n points of [0, 1]. Returns both point sets (n, 2) and both probability vectors on their joint
+    support (for the divergences)."""
+    z = np.linspace(0, 1, n)
+    p_points = np.stack([np.zeros(n), z], 1)
+    q_points = np.stack([np.full(n, float(theta)), z], 1)
+    support, index = np.unique(np.vstack([p_points, q_points]), axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    p = np.bincount(index[:n], minlength=len(support)) / n
+    q = np.bincount(index[n:], minlength=len(support)) / n
+    return p_points, q_points, p, q

@@ -1,0 +1,306 @@
+"""Denoising diffusion probabilistic models (Ho, Jain & Abbeel 2020) and DDIM sampling (Song et al. 2021).
+
+Time-index convention: the paper's t runs 1..T and so does the code. Every schedule tensor has
+T + 1 entries, and entry 0 describes the data itself (beta_0 = 0, alpha_bar_0 = 1), so that
+``schedule.alpha_bar[t]`` is the paper's alpha_bar_t for every t.
+
+Models are called as ``model(x_t, t)`` and predict the noise epsilon (the paper's epsilon_theta).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from genmodels.distributions import mean_flat, normal_kl, normal_log_prob, sum_flat
+
+__all__ = [
+    "NoiseSchedule",
+    "ancestral_sample",
+    "ddim_sample",
+    "ddim_timesteps",
+    "discretized_gaussian_log_likelihood",
+    "extract",
+    "gaussian_data_eps",
+    "loss_simple",
+    "p_mean_variance",
+    "predict_x0",
+    "prior_term",
+    "q_posterior",
+    "q_sample",
+    "vlb_terms",
+]
+
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def extract(values: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """values[t] for a batch of timesteps t (B,), shaped (B, 1, ..., 1) to broadcast against ``shape``."""
+    return values.to(t.device)[t].reshape(len(t), *([1] * (len(shape) - 1)))
+
+
+class NoiseSchedule:
+    """The variances beta_1..beta_T of the forward process and every quantity derived from them.
+
+    Computed in float64 and stored as float32 (``alpha_bar`` is called ``alphas_cumprod`` in other
+    libraries).
+    """
+
+    def __init__(
+        self,
+        T: int = 1000,
+        kind: Literal["linear", "cosine"] = "linear",
+        beta_1: float = 1e-4,
+        beta_T: float = 0.02,
+    ):
+        if T < 2:
+            raise ValueError(f"a diffusion needs T >= 2 steps, got {T}")
+        if kind == "linear":  # Ho et al. (2020), Sec. 4
+            betas = torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
+        elif kind == "cosine":  # Nichol & Dhariwal (2021), Eq. 17, with s = 0.008
+            s = 0.008
+            f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+            betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+        else:
+            raise ValueError(f"unknown schedule {kind!r}: choose 'linear' or 'cosine'")
+        self.T, self.kind = T, kind
+        betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])  # index 0: the data, t = 0
+        alphas = 1 - betas
+        alpha_bar = torch.cumprod(alphas, dim=0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+
+        # the forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
+        self.beta = betas.float()
+        self.alpha = alphas.float()
+        self.alpha_bar = alpha_bar.float()
+        self.alpha_bar_prev = alpha_bar_prev.float()
+        # calculations for q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+        self.sqrt_alpha_bar = alpha_bar.sqrt().float()
+        self.sqrt_one_minus_alpha_bar = (1 - alpha_bar).sqrt().float()
+        # calculations for the posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I), Eqs. 6-7
+        beta_tilde = betas * (1 - alpha_bar_prev) / (1 - alpha_bar).clamp(min=1e-20)
+        self.beta_tilde = beta_tilde.float()
+        # beta_tilde_1 = 0 (x_0 is known given x_1 and x_0): its log uses beta_tilde_2, as Ho et al.'s code
+        clipped = beta_tilde.clone()
+        clipped[:2] = beta_tilde[2]
+        self.log_beta_tilde_clipped = torch.log(clipped).float()
+        self.posterior_mean_coef_x0 = (
+            betas * alpha_bar_prev.sqrt() / (1 - alpha_bar).clamp(min=1e-20)
+        ).float()
+        self.posterior_mean_coef_xt = (
+            (1 - alpha_bar_prev) * alphas.sqrt() / (1 - alpha_bar).clamp(min=1e-20)
+        ).float()
+
+    def sample_t(
+        self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """t ~ Uniform({1, ..., T}), one per example: (B,) long."""
+        return torch.randint(1, self.T + 1, (batch,), device=device, generator=generator)
+
+
+def q_sample(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw from q(x_t | x_0) (Eq. 4)."""
+    if noise is None:
+        noise = torch.randn_like(x0)
+    return (
+        extract(schedule.sqrt_alpha_bar, t, x0.shape) * x0
+        + extract(schedule.sqrt_one_minus_alpha_bar, t, x0.shape) * noise
+    )
+
+
+def q_posterior(
+    schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, variance and (clipped) log-variance of q(x_{t-1} | x_t, x_0) (Eqs. 6-7), for t >= 1."""
+    mean = (
+        extract(schedule.posterior_mean_coef_x0, t, xt.shape) * x0
+        + extract(schedule.posterior_mean_coef_xt, t, xt.shape) * xt
+    )
+    return (
+        mean,
+        extract(schedule.beta_tilde, t, xt.shape),
+        extract(schedule.log_beta_tilde_clipped, t, xt.shape),
+    )
+
+
+def predict_x0(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): Eq. 4 solved for x_0."""
+    return (xt - extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * eps) / extract(
+        schedule.sqrt_alpha_bar, t, xt.shape
+    )
+
+
+def p_mean_variance(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    t: torch.Tensor,
+    variance: Literal["beta", "beta_tilde"] = "beta",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, variance and log-variance of p_theta(x_{t-1} | x_t), with the mean from eps (Eq. 11):
+
+    mu_theta = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t),
+    and sigma_t^2 = beta_t (Ho et al.'s choice for sampling) or beta_tilde_t.
+    """
+    eps = model(xt, t)
+    mean = (
+        xt
+        - extract(schedule.beta, t, xt.shape) / extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * eps
+    ) / extract(schedule.alpha, t, xt.shape).sqrt()
+    if variance == "beta":
+        var = extract(schedule.beta, t, xt.shape)
+        return mean, var, torch.log(var)
+    return (
+        mean,
+        extract(schedule.beta_tilde, t, xt.shape),
+        extract(schedule.log_beta_tilde_clipped, t, xt.shape),
+    )
+
+
+def loss_simple(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Algorithm 1, line 5: ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2,
+    averaged over pixels, per example (B,)."""
+    if t is None:
+        t = schedule.sample_t(len(x0), device=x0.device)
+    if noise is None:
+        noise = torch.randn_like(x0)
+    return mean_flat((noise - model(q_sample(schedule, x0, t, noise), t)) ** 2)
+
+
+@torch.no_grad()
+def ancestral_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    trajectory_every: int = 0,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Algorithm 2: x_T ~ N(0, I); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z, z = 0 at t = 1.
+
+    Returns x_0 and, if ``trajectory_every`` > 0, the states x_t every that many steps.
+    """
+    x = torch.randn(shape, generator=generator, device=device)
+    trajectory = [x.cpu()] if trajectory_every else []
+    for step in range(schedule.T, 0, -1):
+        t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+        mean, _, log_variance = p_mean_variance(model, schedule, x, t)
+        z = (
+            torch.randn(shape, generator=generator, device=device)
+            if step > 1
+            else torch.zeros(shape, device=device)
+        )
+        x = mean + (0.5 * log_variance).exp() * z
+        if trajectory_every and (step - 1) % trajectory_every == 0:
+            trajectory.append(x.cpu())
+    return x, trajectory
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced timesteps from T down to 1 (T and 1 included when steps >= 2)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"DDIM needs between 1 and T = {T} steps, got {steps}")
+    return sorted({round(v) for v in torch.linspace(1, T, steps, dtype=torch.float64).tolist()}, reverse=True)
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, Eq. 12) on a subsequence of ``steps`` timesteps; eta = 0 is deterministic:
+
+    x_s = sqrt(alpha_bar_s) x0_pred + sqrt(1 - alpha_bar_s - sigma^2) eps_theta + sigma z.
+    """
+    x = torch.randn(shape, generator=generator, device=device)
+    times = ddim_timesteps(schedule.T, steps)
+    for current, following in zip(times, [*times[1:], 0], strict=True):
+        t = torch.full((shape[0],), current, device=device, dtype=torch.long)
+        eps = model(x, t)
+        x0 = predict_x0(schedule, x, t, eps)
+        ab_t, ab_s = schedule.alpha_bar[current].item(), schedule.alpha_bar[following].item()
+        sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))
+        x = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - sigma**2, 0.0)) * eps
+        if sigma > 0 and following > 0:
+            x = x + sigma * torch.randn(shape, generator=generator, device=device)
+    return x
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """log p(x) per element for data on 256 levels scaled to [-1, 1], under N(mean, e^{2 log_scale})
+    integrated over each level's bin of width 2/255 (the edge bins extend to infinity); Ho et al. Eq. 13."""
+    normal = torch.distributions.Normal(mean, log_scale.exp())
+    upper = torch.where(x > 0.999, torch.ones_like(x), normal.cdf(x + 1 / 255))
+    lower = torch.where(x < -0.999, torch.zeros_like(x), normal.cdf(x - 1 / 255))
+    return torch.log((upper - lower).clamp(min=1e-12))
+
+
+def vlb_terms(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    decoder: Literal["discretized", "gaussian"] = "discretized",
+    variance: Literal["beta", "beta_tilde"] = "beta",
+) -> torch.Tensor:
+    """One term of the variational bound per example, in nats (B,), for the given t:
+
+    t = 1: L_0 = -log p_theta(x_0 | x_1);
+    t >= 2: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t));
+    summing over t = 1..T and adding :func:`prior_term` L_T gives the bound on -log p(x_0) (Eq. 5).
+    """
+    xt = q_sample(schedule, x0, t)
+    true_mean, _, true_log_variance = q_posterior(schedule, x0, xt, t)
+    mean, _, log_variance = p_mean_variance(model, schedule, xt, t, variance=variance)
+    kl = sum_flat(normal_kl(true_mean, true_log_variance, mean, log_variance))
+    if decoder == "discretized":
+        nll_0 = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_variance)
+    else:
+        nll_0 = -normal_log_prob(x0, mean, log_variance)
+    return torch.where(t == 1, sum_flat(nll_0), kl)
+
+
+def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats (B,)."""
+    t = torch.full((len(x0),), schedule.T, device=x0.device, dtype=torch.long)
+    mean = extract(schedule.sqrt_alpha_bar, t, x0.shape) * x0
+    log_variance = torch.log(1 - extract(schedule.alpha_bar, t, x0.shape))
+    return sum_flat(normal_kl(mean, log_variance, torch.zeros_like(x0), torch.zeros_like(x0)))
+
+
+def gaussian_data_eps(schedule: NoiseSchedule, mean: torch.Tensor, covariance: torch.Tensor) -> EpsModel:
+    """The optimal epsilon-predictor when the data is N(mean, covariance): E[eps | x_t].
+
+    eps and x_t are jointly Gaussian with Cov(eps, x_t) = sqrt(1 - alpha_bar_t) I, so
+    E[eps | x_t] = sqrt(1 - alpha_bar_t) C_t^{-1} (x_t - sqrt(alpha_bar_t) mean),
+    C_t = alpha_bar_t covariance + (1 - alpha_bar_t) I. For data (B, D).
+    """
+    mean = mean.double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())  # Sigma = U diag(lambda) U^T
+
+    def model(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = schedule.alpha_bar.double()[t][:, None]  # (B, 1)
+        centred = (xt.double() - ab.sqrt() * mean) @ eigenvectors  # in the eigenbasis of Sigma
+        # C_t^{-1} is diagonal there: 1 / (alpha_bar_t lambda + 1 - alpha_bar_t)
+        eps = (1 - ab).sqrt() * centred / (ab * eigenvalues + 1 - ab)
+        return (eps @ eigenvectors.T).to(xt.dtype)
+
+    return model

@@ -1,0 +1,134 @@
+"""The epsilon-network of a DDPM: a small U-Net for 28 x 28 images, conditioned on the timestep.
+
+Ho et al. (2020) use a PixelCNN++-style U-Net with residual blocks, group normalization, a sinusoidal
+embedding of t (as the Transformer's positions) added inside every block, and self-attention at
+low resolution. This one keeps that structure at MNIST's size: resolutions 28 -> 14 -> 7 and back,
+with skip connections between matching resolutions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UNet", "UNetConfig", "timestep_embedding"]
+
+
+@dataclass
+class UNetConfig:
+    channels: int = 32  # width at 28 x 28; doubled at 14 x 14 and 7 x 7
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # one entry per resolution: 28, 14, 7
+    blocks_per_level: int = 1  # residual blocks per resolution on the way down
+    attention_at_lowest: bool = True  # self-attention at 7 x 7
+    groups: int = 8  # group normalization groups
+    dropout: float = 0.1
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps: (B,) -> (B, dim), [cos(t w_k), sin(t w_k)] with
+    frequencies w_k = max_period^(-k / (dim / 2)) (Vaswani et al. 2017, Sec. 3.5)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * frequencies[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, embedding_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.time = nn.Linear(embedding_dim, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time(F.silu(embedding))[:, :, None, None]  # the timestep enters every block
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.attention = nn.MultiheadAttention(channels, num_heads=1, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).reshape(b, c, h * w).transpose(1, 2)  # (B, C, H, W) -> (B, HW, C)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return x + attended.transpose(1, 2).reshape(b, c, h, w)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t): images (B, 1, 28, 28) and timesteps (B,) -> predicted noise (B, 1, 28, 28)."""
+
+    def __init__(self, config: UNetConfig | None = None):
+        super().__init__()
+        self.config = config = config or UNetConfig()
+        c, g, p = config.channels, config.groups, config.dropout
+        embedding_dim = 4 * c
+        self.embed = nn.Sequential(
+            nn.Linear(c, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
+        )
+        self.stem = nn.Conv2d(1, c, 3, padding=1)
+        widths = [c * m for m in config.channel_mults]
+
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skip_widths, width = [c], c
+        for level, w in enumerate(widths):
+            blocks = nn.ModuleList()
+            for _ in range(config.blocks_per_level):
+                blocks.append(ResidualBlock(width, w, embedding_dim, g, p))
+                width = w
+                skip_widths.append(width)
+            self.down.append(blocks)
+            last = level == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(width, width, 3, stride=2, padding=1))
+            if not last:
+                skip_widths.append(width)
+
+        self.middle1 = ResidualBlock(width, width, embedding_dim, g, p)
+        self.attention = SelfAttention(width, g) if config.attention_at_lowest else nn.Identity()
+        self.middle2 = ResidualBlock(width, width, embedding_dim, g, p)
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level, w in reversed(list(enumerate(widths))):
+            blocks = nn.ModuleList()
+            for _ in range(config.blocks_per_level + 1):
+                blocks.append(ResidualBlock(width + skip_widths.pop(), w, embedding_dim, g, p))
+                width = w
+            self.up.append(blocks)
+            self.upsample.append(nn.Upsample(scale_factor=2, mode="nearest") if level > 0 else nn.Identity())
+        self.head = nn.Sequential(nn.GroupNorm(g, width), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.shape[1:] != (1, 28, 28) or t.shape != (x.shape[0],):
+            raise ValueError(f"expected x of shape (B, 1, 28, 28) and t of shape (B,), got {tuple(x.shape)} "
+                             f"and {tuple(t.shape)}")
+        embedding = self.embed(timestep_embedding(t, self.config.channels))
+        h = self.stem(x)
+        skips = [h]
+        for blocks, downsample in zip(self.down, self.downsample, strict=True):
+            for block in blocks:
+                h = block(h, embedding)
+                skips.append(h)
+            if not isinstance(downsample, nn.Identity):
+                h = downsample(h)
+                skips.append(h)
+        h = self.middle2(self.attention(self.middle1(h, embedding)), embedding)
+        for blocks, upsample in zip(self.up, self.upsample, strict=True):
+            for block in blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), embedding)
+            h = upsample(h)
+        return self.head(h)

@@ -1,0 +1,183 @@
+"""DDPM's forward process, posterior and samplers against closed forms and brute force, no training."""
+
+import math
+
+import pytest
+import torch
+
+from genmodels.diffusion import (
+    NoiseSchedule,
+    ancestral_sample,
+    ddim_sample,
+    ddim_timesteps,
+    discretized_gaussian_log_likelihood,
+    extract,
+    gaussian_data_eps,
+    loss_simple,
+    p_mean_variance,
+    predict_x0,
+    prior_term,
+    q_posterior,
+    q_sample,
+    vlb_terms,
+)
+from genmodels.distributions import normal_log_prob
+
+schedule = NoiseSchedule(T=1000)
+
+
+def test_schedule_conventions_and_endpoints():
+    assert len(schedule.beta) == schedule.T + 1 and schedule.beta[0] == 0 and schedule.alpha_bar[0] == 1
+    assert schedule.beta[1].item() == pytest.approx(1e-4) and schedule.beta[-1].item() == pytest.approx(0.02)
+    expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    torch.testing.assert_close(schedule.alpha_bar[1:].double(), expected, rtol=1e-6, atol=0)
+    assert schedule.alpha_bar[-1] < 1e-4  # x_T is almost pure noise
+    cosine = NoiseSchedule(T=1000, kind="cosine")
+    assert cosine.alpha_bar[-1] < 1e-4 and (cosine.beta[1:] > 0).all()
+    with pytest.raises(ValueError, match="'linear' or 'cosine'"):
+        NoiseSchedule(kind="quadratic")
+    t = schedule.sample_t(10_000, generator=torch.Generator().manual_seed(0))
+    assert t.min() == 1 and t.max() == 1000
+
+
+def test_extract_broadcasts_over_any_rank():
+    t = torch.tensor([1, 500, 1000])
+    assert extract(schedule.alpha_bar, t, (3, 1, 28, 28)).shape == (3, 1, 1, 1)
+    assert extract(schedule.alpha_bar, t, (3, 2)).shape == (3, 1)
+    torch.testing.assert_close(extract(schedule.beta, t, (3, 5))[:, 0], schedule.beta[t])
+
+
+@pytest.mark.parametrize("step", [1, 10, 250, 1000])
+def test_q_sample_moments(step):
+    x0 = torch.tensor([1.0, -0.5, 0.0])
+    n = 200_000
+    t = torch.full((n,), step)
+    xt = q_sample(schedule, x0.expand(n, 3), t)
+    ab = schedule.alpha_bar[step].double().item()
+    torch.testing.assert_close(xt.mean(0).double(), math.sqrt(ab) * x0.double(), atol=0.01, rtol=0)
+    torch.testing.assert_close(xt.var(0).double(), torch.full((3,), 1 - ab, dtype=torch.float64),
+                               atol=0.01, rtol=0.02)
+
+
+def test_iterating_the_one_step_chain_matches_the_closed_form():
+    """x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps, t times, has the law of q(x_t | x_0)."""
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.tensor([2.0, -1.0]).expand(100_000, 2)
+    x = x0.clone()
+    for step in range(1, 301):
+        x = (1 - schedule.beta[step]).sqrt() * x + schedule.beta[step].sqrt() * torch.randn(
+            x.shape, generator=generator)
+        if step in (50, 300):
+            direct = q_sample(schedule, x0, torch.full((len(x0),), step))
+            torch.testing.assert_close(x.mean(0), direct.mean(0), atol=0.015, rtol=0)
+            torch.testing.assert_close(x.std(0), direct.std(0), atol=0.015, rtol=0)
+            # and their quantiles agree (equality in distribution, not just moments)
+            q = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+            torch.testing.assert_close(x[:, 0].quantile(q), direct[:, 0].quantile(q), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("step", [2, 20, 500, 1000])
+def test_posterior_equals_bayes_rule_on_a_grid(step):
+    """q(x_{t-1} | x_t, x_0) is proportional to q(x_t | x_{t-1}) q(x_{t-1} | x_0)."""
+    x0, xt = torch.tensor([0.7], dtype=torch.float64), torch.tensor([-0.3], dtype=torch.float64)
+    grid = torch.linspace(-6, 6, 400_001, dtype=torch.float64)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # Ho et al.'s schedule, in float64
+    beta, ab_prev = betas[step - 1], torch.prod(1 - betas[: step - 1])
+    log_forward = normal_log_prob(xt, (1 - beta).sqrt() * grid, beta.log())
+    log_marginal = normal_log_prob(grid, ab_prev.sqrt() * x0, (1 - ab_prev).log())
+    weights = torch.softmax(log_forward + log_marginal, 0)
+    grid_mean = (weights * grid).sum()
+    grid_var = (weights * (grid - grid_mean) ** 2).sum()
+    t = torch.tensor([step])
+    mean, variance, _ = q_posterior(schedule, x0.float()[None], xt.float()[None], t)
+    assert mean.item() == pytest.approx(grid_mean.item(), abs=1e-5)
+    assert variance.item() == pytest.approx(grid_var.item(), rel=1e-4)
+
+
+class KnowsTheData:
+    """An epsilon-predictor that knows x_0: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+
+    def __init__(self, x0):
+        self.x0 = x0
+
+    def __call__(self, xt, t):
+        return (xt - extract(schedule.sqrt_alpha_bar, t, xt.shape) * self.x0) / extract(
+            schedule.sqrt_one_minus_alpha_bar, t, xt.shape)
+
+
+def test_eps_form_of_the_mean_equals_the_posterior_mean_and_x0_is_recovered():
+    x0 = torch.randn(16, 1, 4, 4)
+    t = torch.randint(2, 1001, (16,))
+    xt = q_sample(schedule, x0, t)
+    model = KnowsTheData(x0)
+    mean, variance, log_variance = p_mean_variance(model, schedule, xt, t)
+    posterior_mean, _, _ = q_posterior(schedule, x0, xt, t)
+    torch.testing.assert_close(mean, posterior_mean, atol=2e-4, rtol=1e-3)  # Eq. 11 = Eq. 7
+    torch.testing.assert_close(variance, extract(schedule.beta, t, xt.shape))
+    torch.testing.assert_close(predict_x0(schedule, xt, t, model(xt, t)), x0, atol=1e-3, rtol=1e-3)
+    assert loss_simple(model, schedule, x0).max() < 1e-8  # the perfect predictor has zero loss
+
+
+def test_loss_simple_of_a_predictor_that_says_zero_is_one():
+    loss = loss_simple(lambda xt, t: torch.zeros_like(xt), schedule, torch.randn(4096, 8))
+    assert loss.mean().item() == pytest.approx(1.0, abs=0.02)  # E ||eps||^2 / D
+
+
+@pytest.fixture(scope="module")
+def gaussian_data():
+    mean = torch.tensor([1.0, -0.5])
+    covariance = torch.tensor([[0.5, 0.3], [0.3, 0.4]])
+    return mean, covariance, gaussian_data_eps(schedule, mean, covariance)
+
+
+def check_moments(samples, mean, covariance, tolerance):
+    torch.testing.assert_close(samples.mean(0), mean, atol=tolerance, rtol=0)
+    torch.testing.assert_close(torch.cov(samples.T), covariance, atol=tolerance, rtol=0)
+
+
+def test_ancestral_sampling_with_the_exact_predictor_recovers_the_data(gaussian_data):
+    mean, covariance, model = gaussian_data
+    samples, trajectory = ancestral_sample(model, schedule, (6000, 2), trajectory_every=250,
+                                           generator=torch.Generator().manual_seed(2))
+    check_moments(samples, mean, covariance, tolerance=0.04)
+    assert len(trajectory) == 5  # x_T, then every 250 steps down to x_0
+
+
+@pytest.mark.parametrize("steps", [50, 1000])
+def test_ddim_with_the_exact_predictor_recovers_the_data(gaussian_data, steps):
+    mean, covariance, model = gaussian_data
+    samples = ddim_sample(model, schedule, (6000, 2), steps=steps, generator=torch.Generator().manual_seed(3))
+    check_moments(samples, mean, covariance, tolerance=0.05)
+
+
+def test_ddim_timesteps():
+    assert ddim_timesteps(1000, 1000) == list(range(1000, 0, -1))
+    steps = ddim_timesteps(1000, 50)
+    assert len(steps) == 50 and steps[0] == 1000 and steps[-1] == 1
+    with pytest.raises(ValueError, match="between 1 and T"):
+        ddim_timesteps(1000, 0)
+
+
+def test_variational_bound_with_the_exact_predictor_is_close_to_the_true_nll(gaussian_data):
+    """For Gaussian data the NLL is known; the bound (sum of all T terms plus L_T) sits just above it."""
+    mean, covariance, model = gaussian_data
+    generator = torch.Generator().manual_seed(4)
+    x0 = mean + torch.randn(1000, 2, generator=generator) @ torch.linalg.cholesky(covariance).T
+    true_nll = -torch.distributions.MultivariateNormal(mean, covariance).log_prob(x0)
+    torch.manual_seed(5)
+    bound = prior_term(schedule, x0)
+    for step in range(1, schedule.T + 1):
+        bound = bound + vlb_terms(model, schedule, x0, torch.full((len(x0),), step), decoder="gaussian")
+    gap = bound - true_nll  # per example; its mean is >= 0 and small
+    standard_error = gap.std().item() / len(gap) ** 0.5
+    assert -4 * standard_error < gap.mean().item() < 0.03 + 4 * standard_error
+    assert prior_term(schedule, x0).mean() < 1e-3
+
+
+def test_discretized_likelihood_is_a_distribution_over_the_256_levels():
+    levels = torch.linspace(-1, 1, 256)
+    for mean, log_scale in [(0.0, -2.0), (0.9, -4.0), (-1.2, 0.0)]:
+        p = discretized_gaussian_log_likelihood(levels, torch.tensor(mean), torch.tensor(log_scale)).exp()
+        assert p.sum().item() == pytest.approx(1.0, abs=1e-4)
+    sharp = discretized_gaussian_log_likelihood(torch.tensor([0.2]), torch.tensor(0.2), torch.tensor(-8.0))
+    assert sharp.item() == pytest.approx(0.0, abs=1e-6)  # all mass in the right bin

@@ -1,0 +1,51 @@
+"""The U-Net epsilon-network: shapes, timestep conditioning, and the sinusoidal embedding."""
+
+import math
+
+import pytest
+import torch
+
+from genmodels.unet import UNet, UNetConfig, timestep_embedding
+
+
+def test_timestep_embedding_is_the_transformer_sinusoid():
+    t = torch.tensor([0, 1, 500])
+    embedding = timestep_embedding(t, 8)
+    assert embedding.shape == (3, 8)
+    frequencies = [10_000 ** (-k / 4) for k in range(4)]
+    expected = [[math.cos(s * w) for w in frequencies] + [math.sin(s * w) for w in frequencies]
+                for s in (0, 1, 500)]
+    torch.testing.assert_close(embedding, torch.tensor(expected))
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet(UNetConfig(channels=8, groups=4, dropout=0.0)).eval()
+
+
+def test_unet_maps_images_to_noise_of_the_same_shape(unet):
+    x = torch.randn(3, 1, 28, 28)
+    out = unet(x, torch.tensor([1, 10, 1000]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_unet_depends_on_the_timestep(unet):
+    x = torch.randn(1, 1, 28, 28).expand(2, 1, 28, 28)
+    out = unet(x, torch.tensor([1, 1000]))
+    assert (out[0] - out[1]).abs().max() > 1e-4
+
+
+def test_unet_mixes_the_whole_image(unet):
+    """Through the 7 x 7 bottleneck and attention, a pixel in one corner affects the opposite one."""
+    x = torch.zeros(2, 1, 28, 28)
+    x[1, 0, 0, 0] = 5.0
+    out = unet(x, torch.tensor([500, 500]))
+    assert (out[0, 0, -1, -1] - out[1, 0, -1, -1]).abs() > 0
+
+
+def test_unet_rejects_other_shapes(unet):
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        unet(torch.zeros(2, 1, 32, 32), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"t of shape \(B,\)"):
+        unet(torch.zeros(2, 1, 28, 28), torch.tensor([1]))

@@ -245,8 +245,11 @@ def test_file_sha256_matches_hashlib_and_sha256sum(tmp_path):
     assert file_sha256(path) == sha256sum.stdout.split()[0]
 
 
-def test_git_commit(tmp_path):
+def test_git_commit(tmp_path, monkeypatch):
+    monkeypatch.delenv("GENMODELS_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"  # not a repository
+    monkeypatch.setenv("GENMODELS_COMMIT", "abc123")  # a copy of the tree without .git
+    assert git_commit(tmp_path) == "abc123"
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "f").write_text("x")
     subprocess.run(["git", "add", "f"], cwd=tmp_path, check=True)

@@ -114,15 +114,17 @@ def hardware(device: torch.device | str | None = None) -> str:
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """The commit hash of the repository at ``path`` (default: this package's), or ``"unknown"``."""
+    """The commit hash of the repository at ``path`` (default: this package's), else
+    ``$GENMODELS_COMMIT`` (for a copy of the tree without its ``.git``), else ``"unknown"``."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
+    fallback = os.environ.get("GENMODELS_COMMIT", "unknown")
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return fallback
+    return out.stdout.strip() if out.returncode == 0 else fallback
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -49,3 +49,18 @@ def test_unet_rejects_other_shapes(unet):
         unet(torch.zeros(2, 1, 32, 32), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"t of shape \(B,\)"):
         unet(torch.zeros(2, 1, 28, 28), torch.tensor([1]))
+
+
+def test_load_unet_rebuilds_the_published_architecture(tmp_path, unet):
+    from genmodels.train import CheckpointError, save_checkpoint
+    from genmodels.unet import load_unet
+
+    path = save_checkpoint(tmp_path / "ddpm.pt", unet, config=unet.config)
+    loaded, checkpoint = load_unet(path)
+    assert loaded.config == unet.config and not loaded.training
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    torch.testing.assert_close(loaded(x, t), unet(x, t))
+    other = UNet(UNetConfig(channels=16, groups=4))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        from genmodels.train import load_checkpoint
+        load_checkpoint(path, other)

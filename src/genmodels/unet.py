@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "UNetConfig", "timestep_embedding"]
+from genmodels.train import load_checkpoint, read_checkpoint
+
+__all__ = ["UNet", "UNetConfig", "load_unet", "timestep_embedding"]
 
 
 @dataclass
@@ -132,3 +134,13 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), embedding)
             h = upsample(h)
         return self.head(h)
+
+
+def load_unet(path, map_location: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """A U-Net built from the config stored in a checkpoint, with its weights, in eval mode:
+    (model, checkpoint)."""
+    stored = read_checkpoint(path, map_location)["config"] or {}
+    mults = tuple(stored.get("channel_mults", UNetConfig.channel_mults))
+    model = UNet(UNetConfig(**{**stored, "channel_mults": mults}))
+    checkpoint = load_checkpoint(path, model, map_location=map_location)
+    return model.to(map_location).eval(), checkpoint

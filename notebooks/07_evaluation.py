@@ -56,6 +56,7 @@ from markdown_it import MarkdownIt
 from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
+from genmodels.diffusion import NoiseSchedule, ddim_sample
 from genmodels.features import extract_features, inception_features, load_classifier
 from genmodels.metrics import (
     FeatureStatistics,
@@ -74,6 +75,7 @@ from genmodels.train import (
     resolve_profile,
     write_json,
 )
+from genmodels.unet import load_unet
 from genmodels.vae import load_vae
 from genmodels.wgan import Generator, WGANConfig
 
@@ -111,7 +113,10 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 #
 # Each row is a name and a function that returns `n` images for a given seed (uint8, or floats in
 # $[0, 1]$). Adding a model is adding one entry here. The WGANs have no likelihood, so their NLL
-# column stays empty. The two VAE rows differ only in what counts
+# column stays empty. The VAE's NLL is in nats per image of *binarized* MNIST, the DDPM's a bound
+# in bits per pixel on MNIST's 256 grey levels: different data, so the two cannot be compared. The
+# DDPM is sampled with DDIM in 50 steps (the [DDPM notebook](04_ddpm.ipynb) measures what more
+# steps buy). The two VAE rows differ only in what counts
 # as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
 # actual samples; see the [VAE notebook](02_vae.ipynb)).
 
@@ -171,6 +176,21 @@ def wgan_info(variant: str) -> dict:
                 params=sum(t.numel() for t in checkpoint["model"].values()))
 
 
+ddpm, ddpm_checkpoint = load_unet(checkpoints / "ddpm.pt", map_location=device)
+ddpm_record = ddpm_checkpoint["extra"]["record"]
+ddim_steps = {"smoke": 5, "cpu": 50, "gpu": 50}[profile]  # smoke: only proves the row runs
+
+
+def ddpm_sample(n: int, seed: int, batch: int = 1000) -> torch.Tensor:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    chunks = [ddim_sample(ddpm, NoiseSchedule(), (min(batch, n - b), 1, 28, 28), steps=ddim_steps,
+                          generator=generator, device=device) for b in range(0, n, batch)]
+    return ((torch.cat(chunks).cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
+
+
+ddpm_bound = min(ddpm_record["nll_bits_per_dim"].values())  # the tighter of the two fixed variances
+ddpm_info = dict(nll=ddpm_bound, nll_unit="bits/dim (bound)", train_seconds=ddpm_record["train_seconds"],
+                 params=sum(p.numel() for p in ddpm.parameters()))
 vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
                 train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()))
 registry = [
@@ -179,6 +199,7 @@ registry = [
     Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
     Row("WGAN, weight clipping", wgan_sample("clip"), "model", **wgan_info("clip")),
     Row("WGAN-GP", wgan_sample("gp"), "model", **wgan_info("gp")),
+    Row(f"DDPM, DDIM {ddim_steps} steps", ddpm_sample, "model", **ddpm_info),
     Row("baseline: blurred training images", blurred_training_images, "baseline"),
     Row("baseline: uniform noise", uniform_noise, "baseline"),
 ]
@@ -305,13 +326,12 @@ glue("sample_grids", fig, display=False)
 # ## Are the samples copies of training images?
 #
 # A model that memorized its training set would score a perfect FID. For each VAE sample (decoder
-# means) we find its nearest training image in pixel space and compare that distance with the one
-# from each *test* image to its nearest training image. Copies would sit much closer than test
-# images do; the figure shows samples next to their nearest training neighbours.
+# means) and each DDPM sample we find its nearest training image in pixel space and compare that
+# distance with the one from each *test* image to its nearest training image. Copies would sit much
+# closer than test images do; the figure shows samples next to their nearest training neighbours.
 
 # %%
 n_check = min(1000, n_samples)
-samples = to_uint8(vae_sample(0)(n_check, 0)).float().reshape(n_check, -1) / 255
 train_flat = train_images.float().reshape(len(train_images), -1) / 255
 test_flat = test_images[:n_check].float().reshape(n_check, -1) / 255
 
@@ -321,15 +341,18 @@ def nearest_training(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return distances.min(dim=1)
 
 
-sample_distance, sample_index = nearest_training(samples)
 test_distance, _ = nearest_training(test_flat)
-print(f"median distance to the nearest training image: VAE samples {sample_distance.median():.2f}, "
-      f"test images {test_distance.median():.2f} (pixel L2, images in [0, 1])")
-fig, axes = plt.subplots(1, 2, figsize=(11, 3))
-axes[0].hist(test_distance.numpy(), bins=40, alpha=0.6, label="test image to nearest training image")
-axes[0].hist(sample_distance.numpy(), bins=40, alpha=0.6, label="VAE sample to nearest training image")
-axes[0].set_xlabel("pixel-space L2 distance")
+fig, axes = plt.subplots(1, 3, figsize=(15, 3), gridspec_kw=dict(width_ratios=[1.2, 1, 1]))
+axes[0].hist(test_distance.numpy(), bins=40, alpha=0.5, label="test image")
+print(f"median distance to the nearest training image (pixel L2, images in [0, 1]): "
+      f"test images {test_distance.median():.2f}")
+for ax, (name, sample) in zip(axes[1:], (("VAE", vae_sample(0)), ("DDPM", ddpm_sample)), strict=True):
+    samples = to_uint8(sample(n_check, 0)).float().reshape(n_check, -1) / 255
+    sample_distance, sample_index = nearest_training(samples)
+    print(f"{name} samples {sample_distance.median():.2f}")
+    axes[0].hist(sample_distance.numpy(), bins=40, alpha=0.5, label=f"{name} sample")
+    pairs = torch.stack([samples[:8].reshape(8, 28, 28), train_flat[sample_index[:8]].reshape(8, 28, 28)], 1)
+    show_images(pairs.reshape(16, 28, 28), nrow=8, ax=ax, title=f"{name} samples (odd columns), nearest training images")
+axes[0].set_xlabel("L2 distance to the nearest training image")
 axes[0].legend(fontsize=8)
-pairs = torch.stack([samples[:8].reshape(8, 28, 28), train_flat[sample_index[:8]].reshape(8, 28, 28)], 1)
-show_images(pairs.reshape(16, 28, 28), nrow=16, ax=axes[1], title="samples and their nearest training images")
 fig.tight_layout()

@@ -115,8 +115,8 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # $[0, 1]$). Adding a model is adding one entry here. The WGANs have no likelihood, so their NLL
 # column stays empty. The VAE's NLL is in nats per image of *binarized* MNIST, the DDPM's a bound
 # in bits per pixel on MNIST's 256 grey levels: different data, so the two cannot be compared. The
-# DDPM is sampled with DDIM in 50 steps (the [DDPM notebook](04_ddpm.ipynb) measures what more
-# steps buy). The two VAE rows differ only in what counts
+# DDPM is sampled with DDIM at the number of steps its row names (the [DDPM notebook](04_ddpm.ipynb)
+# measures what more steps buy, and what Algorithm 2's 1000 steps cost). The two VAE rows differ only in what counts
 # as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
 # actual samples; see the [VAE notebook](02_vae.ipynb)).
 
@@ -181,7 +181,7 @@ ddpm_record = ddpm_checkpoint["extra"]["record"]
 ddim_steps = {"smoke": 5, "cpu": 50, "gpu": 50}[profile]  # smoke: only proves the row runs
 
 
-def ddpm_sample(n: int, seed: int, batch: int = 1000) -> torch.Tensor:
+def ddpm_sample(n: int, seed: int, batch: int = 128) -> torch.Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
     chunks = [ddim_sample(ddpm, NoiseSchedule(), (min(batch, n - b), 1, 28, 28), steps=ddim_steps,
                           generator=generator, device=device) for b in range(0, n, batch)]

@@ -181,3 +181,18 @@ def test_discretized_likelihood_is_a_distribution_over_the_256_levels():
         assert p.sum().item() == pytest.approx(1.0, abs=1e-4)
     sharp = discretized_gaussian_log_likelihood(torch.tensor([0.2]), torch.tensor(0.2), torch.tensor(-8.0))
     assert sharp.item() == pytest.approx(0.0, abs=1e-6)  # all mass in the right bin
+
+
+@pytest.mark.parametrize("step", [1, 50, 500, 1000])
+def test_the_optimal_noise_predictor_is_the_scaled_score_of_the_noised_data(gaussian_data, step):
+    """eps*(x_t, t) = -sqrt(1 - alpha_bar_t) grad log q_t(x_t), with q_t = N(sqrt(ab) m, ab S + (1 - ab) I)
+    differentiated by autograd through torch.distributions, not through the closed form."""
+    mean, covariance, model = gaussian_data
+    ab = schedule.alpha_bar.double()[step]
+    q_t = torch.distributions.MultivariateNormal(ab.sqrt() * mean.double(),
+                                                 ab * covariance.double() + (1 - ab) * torch.eye(2))
+    xt = torch.randn(64, 2, generator=torch.Generator().manual_seed(step), dtype=torch.float64) * 2
+    xt.requires_grad_(True)
+    (score,) = torch.autograd.grad(q_t.log_prob(xt).sum(), xt)
+    eps = model(xt.detach(), torch.full((64,), step))
+    torch.testing.assert_close(eps, -(1 - ab).sqrt() * score, rtol=1e-6, atol=1e-8)

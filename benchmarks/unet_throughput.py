@@ -80,7 +80,7 @@ def measure(channels: int, device: torch.device, schedule: NoiseSchedule, batche
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("channels", nargs="*", type=int, default=[16, 32])
+    parser.add_argument("channels", nargs="*", type=int, default=[16, 32, 64])
     parser.add_argument("--batches", nargs="+", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time the forward under torch.compile")
     parser.add_argument("--profile", action="store_true", help="print the operators that take the time")

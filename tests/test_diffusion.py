@@ -150,6 +150,28 @@ def test_ddim_with_the_exact_predictor_recovers_the_data(gaussian_data, steps):
     check_moments(samples, mean, covariance, tolerance=0.05)
 
 
+def test_ddim_with_eta_one_on_every_step_is_ancestral_sampling_from_the_posterior():
+    """Song et al.: eta = 1 without skipping samples q(x_{t-1} | x_t, x0_hat), variance beta_tilde_t."""
+    short = NoiseSchedule(T=20)
+    model = gaussian_data_eps(short, torch.tensor([1.0, -0.5]), torch.tensor([[0.5, 0.3], [0.3, 0.4]]))
+    ddim = ddim_sample(model, short, (64, 2), steps=short.T, eta=1.0, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)  # the same draws, in the same order
+    x = torch.randn((64, 2), generator=generator)
+    for step in range(short.T, 0, -1):
+        t = torch.full((64,), step)
+        mean, variance, _ = q_posterior(short, predict_x0(short, x, t, model(x, t)), x, t)
+        x = mean + (variance.sqrt() * torch.randn((64, 2), generator=generator) if step > 1 else 0)
+    torch.testing.assert_close(ddim, x, atol=1e-5, rtol=1e-5)
+
+
+def test_ddim_with_eta_zero_is_deterministic_and_with_eta_one_is_not(gaussian_data):
+    _, _, model = gaussian_data
+    x = [ddim_sample(model, schedule, (8, 2), steps=20, eta=eta, generator=torch.Generator().manual_seed(seed))
+         for eta in (0.0, 1.0) for seed in (5, 5)]
+    torch.testing.assert_close(x[0], x[1])  # same x_T, same result
+    assert not torch.allclose(x[0], x[2])  # eta = 1 draws fresh noise on the way
+
+
 def test_ddim_timesteps():
     assert ddim_timesteps(1000, 1000) == list(range(1000, 0, -1))
     steps = ddim_timesteps(1000, 50)

@@ -154,7 +154,8 @@ def test_ddim_with_eta_one_on_every_step_is_ancestral_sampling_from_the_posterio
     """Song et al.: eta = 1 without skipping samples q(x_{t-1} | x_t, x0_hat), variance beta_tilde_t."""
     short = NoiseSchedule(T=20)
     model = gaussian_data_eps(short, torch.tensor([1.0, -0.5]), torch.tensor([[0.5, 0.3], [0.3, 0.4]]))
-    ddim = ddim_sample(model, short, (64, 2), steps=short.T, eta=1.0, generator=torch.Generator().manual_seed(4))
+    ddim = ddim_sample(model, short, (64, 2), steps=short.T, eta=1.0,
+                       generator=torch.Generator().manual_seed(4))
     generator = torch.Generator().manual_seed(4)  # the same draws, in the same order
     x = torch.randn((64, 2), generator=generator)
     for step in range(short.T, 0, -1):
@@ -166,8 +167,8 @@ def test_ddim_with_eta_one_on_every_step_is_ancestral_sampling_from_the_posterio
 
 def test_ddim_with_eta_zero_is_deterministic_and_with_eta_one_is_not(gaussian_data):
     _, _, model = gaussian_data
-    x = [ddim_sample(model, schedule, (8, 2), steps=20, eta=eta, generator=torch.Generator().manual_seed(seed))
-         for eta in (0.0, 1.0) for seed in (5, 5)]
+    x = [ddim_sample(model, schedule, (8, 2), steps=20, eta=eta,
+                     generator=torch.Generator().manual_seed(seed)) for eta in (0.0, 1.0) for seed in (5, 5)]
     torch.testing.assert_close(x[0], x[1])  # same x_T, same result
     assert not torch.allclose(x[0], x[2])  # eta = 1 draws fresh noise on the way
 

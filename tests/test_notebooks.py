@@ -102,3 +102,54 @@ def test_book_finds_the_top_level_configuration():
     for name in ("_config.yml", "_toc.yml"):
         link = ROOT / "book" / name
         assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
+
+
+# Notebooks whose executed copy predates the current setup cell; each adopts it at its next re-run
+# (they are re-run for the diffusion work). Strict: a notebook that adopts it must leave this list.
+OLD_SETUP_CELL = {"04_ddpm.ipynb", "07_evaluation.ipynb"}
+
+
+def run_setup_cell(path, monkeypatch, *, cloned: bool, clone_fails: bool = False):
+    """Run a notebook's setup cell as on Colab, with git, pip and the file system faked: the
+    commands it would run, and where it would change directory."""
+    import os
+    import subprocess
+    import sys
+    import types
+    from importlib import util
+
+    commands, moves = [], []
+
+    def run(command, **kwargs):
+        commands.append(command[:2])
+        failed = clone_fails and command[0] == "git"
+        if failed and kwargs.get("check"):
+            raise subprocess.CalledProcessError(128, command)
+        return subprocess.CompletedProcess(command, 128 if failed else 0, "",
+                                           "fatal: unable to access the repository" if failed else "")
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(os.path, "isdir", lambda p: cloned and p.endswith(".git"))
+    monkeypatch.setattr(os, "chdir", moves.append)
+    monkeypatch.setattr(util, "find_spec", lambda name: object() if cloned else None)
+    exec(nbformat.read(path, as_version=4).cells[1].source, {})
+    return commands, moves
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_setup_cell_fails_clearly_and_does_nothing_when_run_again(path, monkeypatch):
+    if path.name in OLD_SETUP_CELL:
+        pytest.xfail(f"{path.name} adopts the current setup cell at its next re-run")
+    with pytest.raises(RuntimeError, match="could not clone .* unable to access the repository"):
+        run_setup_cell(path, monkeypatch, cloned=False, clone_fails=True)
+    commands, moves = run_setup_cell(path, monkeypatch, cloned=False)
+    assert [c[0] for c in commands] == ["git", sys_executable()] and moves == ["/content/book/notebooks"]
+    commands, moves = run_setup_cell(path, monkeypatch, cloned=True)  # run again: nothing to do
+    assert commands == [] and moves == ["/content/book/notebooks"]
+
+
+def sys_executable() -> str:
+    import sys
+
+    return sys.executable

@@ -62,6 +62,7 @@ def test_pick_device(monkeypatch):
 def test_profile_precedence(monkeypatch):
     monkeypatch.setenv("GENMODELS_PROFILE", "smoke")
     assert resolve_profile() == "smoke"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_profile("gpu") == "gpu"  # an explicit parameter wins over the environment
     assert resolve_profile(" CPU ") == "cpu"
     monkeypatch.delenv("GENMODELS_PROFILE")
@@ -82,6 +83,21 @@ def test_unknown_profile_is_a_one_line_error_listing_the_valid_ones(monkeypatch)
     assert all(name in message for name in PROFILES)
     with pytest.raises(ValueError, match="valid profiles: smoke, cpu, gpu, auto"):
         resolve_profile("fast")
+
+
+def test_gpu_profile_without_cuda_is_refused_unless_asked_twice(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(train.GPU_ON_CPU, raising=False)
+    for asked in ("gpu", " GPU"):
+        with pytest.raises(ProfileError, match="no CUDA device.*many hours.*cpu profile") as error:
+            resolve_profile(asked)
+        assert train.GPU_ON_CPU in str(error.value)
+    monkeypatch.setenv("GENMODELS_PROFILE", "gpu")
+    with pytest.raises(ProfileError):
+        resolve_profile()
+    monkeypatch.setenv(train.GPU_ON_CPU, "1")
+    assert resolve_profile() == "gpu"
+    assert resolve_profile("auto") == "cpu"
 
 
 def test_unknown_profile_from_the_command_line_fails_with_one_line():

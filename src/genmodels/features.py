@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from genmodels.metrics import FeatureStatistics, to_uint8
-from genmodels.train import load_checkpoint, read_checkpoint
+from genmodels.train import load_model
 
 __all__ = [
     "INCEPTION_WEIGHTS",
@@ -74,15 +74,11 @@ class MNISTClassifier(nn.Module):
 
 
 def load_classifier(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device | None = "cpu"
 ) -> tuple[MNISTClassifier, dict]:
-    """The published classifier, built from its stored config, in eval mode: (network, checkpoint)."""
-    stored = read_checkpoint(path, map_location)["config"] or {}
-    channels = tuple(stored.get("channels", ClassifierConfig.channels))
-    config = ClassifierConfig(**{**stored, "channels": channels})
-    network = MNISTClassifier(config)
-    checkpoint = load_checkpoint(path, network, map_location=map_location)
-    return network.to(map_location).eval(), checkpoint
+    """The published classifier, built from its stored config, in eval mode on ``map_location``:
+    (network, checkpoint)."""
+    return load_model(path, MNISTClassifier, ClassifierConfig, map_location)
 
 
 @torch.no_grad()

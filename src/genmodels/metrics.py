@@ -91,6 +91,27 @@ class FeatureStatistics:
         return self._scatter / (self.n - 1)
 
 
+def _check_covariance(name: str, sigma: np.ndarray) -> np.ndarray:
+    """sigma, symmetrized, once checked to be a covariance: symmetric and positive semi-definite
+    (to rounding: 1e-6 of its largest entry)."""
+    tolerance = 1e-6 * np.abs(sigma).max()
+    asymmetry = np.abs(sigma - sigma.T).max()
+    if asymmetry > tolerance:
+        raise ValueError(f"{name} is not symmetric: the largest entry of |{name} - {name}^T| is "
+                         f"{asymmetry:.3g}; a covariance is symmetric: pass FeatureStatistics.covariance "
+                         "or np.cov's")
+    sigma = (sigma + sigma.T) / 2
+    try:  # sigma + tol I has a Cholesky factor when every eigenvalue of sigma exceeds -tol: the quick test
+        np.linalg.cholesky(sigma + tolerance * np.eye(len(sigma)))
+    except np.linalg.LinAlgError:
+        smallest = np.linalg.eigvalsh(sigma)[0]  # the exact test, for a zero or borderline sigma
+        if smallest < -tolerance:
+            raise ValueError(f"{name} is not positive semi-definite: its smallest eigenvalue is "
+                             f"{smallest:.3g}, and a covariance has none below 0: pass "
+                             "FeatureStatistics.covariance or np.cov's") from None
+    return sigma
+
+
 def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrix)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -115,7 +136,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
         if not np.isfinite(value).all():
             raise ValueError(f"{name} contains NaN or infinite values")
-    root1 = _symmetric_sqrt((sigma1 + sigma1.T) / 2)
+    sigma1, sigma2 = _check_covariance("sigma1", sigma1), _check_covariance("sigma2", sigma2)
+    root1 = _symmetric_sqrt(sigma1)
     middle = root1 @ sigma2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
@@ -137,6 +159,12 @@ def kernel_inception_distance(
     real: np.ndarray, generated: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """KID: the unbiased MMD^2 between feature sets, averaged over random subsets: (mean, std)."""
+    if subsets < 1:
+        raise ValueError(f"subsets must be at least 1, got {subsets}: KID averages MMD^2 over that many "
+                         "random subsets (100 is usual)")
+    if subset_size < 2:
+        raise ValueError(f"subset_size must be at least 2, got {subset_size}: the unbiased MMD^2 needs pairs "
+                         "of samples (1000 is usual)")
     real, generated = _check_features("real", real), _check_features("generated", generated)
     if real.shape[1] != generated.shape[1]:
         raise ValueError(f"feature sizes differ: real {real.shape[1]}, generated {generated.shape[1]}")
@@ -176,6 +204,9 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> tup
     each ball reaching to its k-th nearest real neighbour (fidelity). Recall: the same with the
     roles swapped (coverage).
     """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}: each ball reaches to the k-th nearest neighbour "
+                         "(Kynkäänniemi et al. use k = 3)")
     real, generated = _check_features("real", real), _check_features("generated", generated)
     if real.shape[1] != generated.shape[1]:
         raise ValueError(f"feature sizes differ: real {real.shape[1]}, generated {generated.shape[1]}")

@@ -6,6 +6,7 @@ The training loops themselves live in the notebooks, where the algorithm's lines
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import json
@@ -13,38 +14,51 @@ import os
 import pickle
 import platform
 import random
+import shutil
 import subprocess
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, BinaryIO, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 from tqdm.auto import tqdm
 
 __all__ = [
     "PROFILES",
     "CheckpointError",
+    "ChecksumError",
     "ProfileError",
+    "StaleRunError",
     "file_sha256",
     "git_commit",
     "hardware",
     "load_checkpoint",
+    "load_model",
     "pick_device",
     "progress",
     "publish_checkpoint",
     "read_checkpoint",
+    "read_sha256sums",
     "resolve_profile",
+    "resume",
     "save_checkpoint",
+    "scratch_dir",
     "seed_everything",
+    "verify_published",
     "write_json",
 ]
 
 Profile = Literal["smoke", "cpu", "gpu"]
 PROFILES: tuple[str, ...] = (*get_args(Profile), "auto")
-CHECKPOINT_FORMAT = 1  # bump when the layout of the saved dictionary changes
+CHECKPOINT_FORMAT = 2  # bump when the layout of the saved dictionary changes
+READABLE_FORMATS = (1, 2)  # 2: RNG states as tensors, the settings of the run that saved it
+GPU_ON_CPU = "GENMODELS_ALLOW_GPU_PROFILE_ON_CPU"  # set to 1 to run the gpu profile without CUDA
+PROTECTED = "GENMODELS_PROTECTED_DIRS"  # folders (os.pathsep-separated) that nothing may write into
 
 
 class ProfileError(ValueError):
@@ -53,6 +67,14 @@ class ProfileError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read, or does not fit the model it is loaded into."""
+
+
+class ChecksumError(CheckpointError):
+    """A published checkpoint no longer matches the checksum it was published with."""
+
+
+class StaleRunError(CheckpointError):
+    """A run's saved state belongs to a run with other settings."""
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +98,8 @@ def pick_device(preferred: str | None = None) -> torch.device:
 def resolve_profile(profile: str | None = None) -> Profile:
     """The compute profile: ``profile`` if given, else ``$GENMODELS_PROFILE``, else ``auto``.
 
-    ``auto`` becomes ``gpu`` where CUDA is available and ``cpu`` otherwise.
+    ``auto`` becomes ``gpu`` where CUDA is available and ``cpu`` otherwise. ``gpu`` without CUDA is
+    refused (its sizes take hours on a CPU) unless ``$GENMODELS_ALLOW_GPU_PROFILE_ON_CPU`` is 1.
     """
     chosen = profile if profile is not None else os.environ.get("GENMODELS_PROFILE", "auto")
     chosen = str(chosen).strip().lower()
@@ -87,6 +110,12 @@ def resolve_profile(profile: str | None = None) -> Profile:
         )
     if chosen == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
+    if chosen == "gpu" and not torch.cuda.is_available() and os.environ.get(GPU_ON_CPU) != "1":
+        raise ProfileError(
+            "the gpu profile was asked for, but this machine has no CUDA device: its full-size runs "
+            "would take many hours on the CPU. Use the cpu profile (or auto), or set "
+            f"{GPU_ON_CPU}=1 to run the gpu sizes on the CPU anyway"
+        )
     return chosen  # type: ignore[return-value]
 
 
@@ -136,8 +165,32 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+# --------------------------------------------------------------------------------------------
+# Checkpoints: data, never code.
+#
+# A checkpoint holds only tensors and plain Python data (dicts, lists, tuples, numbers, strings),
+# so that torch's safe unpickler (``weights_only=True``) can read it: loading a file from anywhere
+# can then never run code. Format 1 stored NumPy's RNG state as an ndarray and torch's version as
+# a ``TorchVersion``; exactly those types are allowed when reading, nothing that can call anything.
+
+_FORMAT_1_TYPES = [
+    np.ndarray.__reduce__(np.zeros(1))[0],  # numpy's _reconstruct: an empty array of a given dtype
+    np.ndarray, np.dtype, type(np.dtype(np.uint32)), TorchVersion,
+]
+_sha256_cache: dict[tuple[str, int, int], str] = {}
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain data (NumPy's key as an int64 tensor)."""
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),  # (version, tuple of 625 ints, gauss_next)
+        "numpy": {**numpy_state, "state": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+        }},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -145,7 +198,12 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+        np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
+    else:  # format 1: the legacy tuple
+        np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -159,25 +217,83 @@ def _config_dict(config: Any) -> dict[str, Any] | None:
     raise TypeError(f"config must be a dataclass or a dict, got {type(config).__name__}")
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: torch.nn.Module,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    config: Any = None,
-    step: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write model and optimizer state, config, step, RNG state and provenance to ``path``, atomically.
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as JSON gives them back (dataclasses as dicts, tuples as lists), so that the
+    settings saved with a run and those of a new run compare equal when they are the same."""
 
-    The file is written beside its destination under a temporary name, flushed to disk, and only
-    then renamed over ``path``: an interrupted save leaves the previous checkpoint intact.
-    """
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    return json.loads(json.dumps(settings, sort_keys=True, default=plain))
+
+
+def _refuse_protected(path: Path) -> None:
+    """Under the test suite the published folders are listed in $GENMODELS_PROTECTED_DIRS."""
+    for folder in filter(None, os.environ.get(PROTECTED, "").split(os.pathsep)):
+        if path.resolve().is_relative_to(Path(folder).resolve()):
+            raise PermissionError(
+                f"refusing to write {path}: {folder} is protected in this run (${PROTECTED}, set by the "
+                "test suite, which never changes published files). Publish with `make results PROFILE=...`"
+            )
+
+
+def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a temporary file beside ``final`` with ``write``, flushed to disk; return its path."""
+    _refuse_protected(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(name, 0o644)  # mkstemp makes it private; a checkpoint is for sharing
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _replace_all(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each staged temporary over its destination, all or none: if a rename fails, the
+    destinations already replaced get their previous content back. No temporary is left behind."""
+    previous: list[tuple[Path, Path | None]] = []  # destination, and a second name for its old content
+    succeeded = False
+    try:
+        for temporary, final in staged:
+            backup = None
+            if final.exists():
+                backup = final.with_name(f".{final.name}.{os.getpid()}.previous")
+                try:
+                    os.link(final, backup)  # a second name, no copy
+                except OSError:  # a file system without hard links
+                    shutil.copy2(final, backup)
+            previous.append((final, backup))
+            os.replace(temporary, final)
+        succeeded = True
+    except BaseException:
+        for final, backup in reversed(previous):
+            if backup is None:
+                final.unlink(missing_ok=True)  # it did not exist before
+            elif not (final.exists() and os.path.samefile(final, backup)):
+                os.replace(backup, final)
+        raise
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for final, backup in previous:  # keep a backup only where restoring it failed
+            if backup is not None and backup.exists() and (
+                succeeded or (final.exists() and os.path.samefile(final, backup))
+            ):
+                backup.unlink()
+
+
+def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:
     from genmodels import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "model_class": type(model).__qualname__,
         "model": model.state_dict(),
@@ -186,45 +302,107 @@ def save_checkpoint(
         "step": int(step),
         "rng": _rng_state(),
         "extra": extra or {},
+        "run": _plain(run) if run is not None else None,
         "provenance": {
             "genmodels_version": __version__,
             "git_commit": git_commit(),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a checkpoint is for sharing
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    config: Any = None,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> Path:
+    """Write model and optimizer state, config, step, RNG state and provenance to ``path``, atomically.
+
+    ``run`` names the settings that define the run (learning rate, epochs, seed, data size, ...):
+    :func:`resume` continues the saved state only for the same settings. The file is written beside
+    its destination under a temporary name, flushed to disk, and only then renamed over ``path``:
+    an interrupted save leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    payload = _payload(model, optimizer, config, step, extra, run)
+    _replace_all([(_stage(path, lambda f: torch.save(payload, f)), path)])
     return path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (the old file survives a crash)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    _replace_all([(_stage(path, lambda f: f.write(text.encode())), path)])
     return path
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
+    """file name -> hex SHA-256 from a ``sha256sum``-style file (blank lines allowed); {} if absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    sums = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0]):
+            raise CheckpointError(
+                f"{path}, line {number}, is not '<sha256>  <file name>': {line!r}. Restore the file "
+                f"with `git checkout -- {path}`, or mend that line"
+            )
+        sums[parts[1].strip().lstrip("*")] = parts[0]
+    return sums
+
+
+def _sha256_cached(path: Path) -> str:
+    """file_sha256, remembered per (path, size, modification time) for the life of the process."""
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if key not in _sha256_cache:
+        _sha256_cache[key] = file_sha256(path)
+    return _sha256_cache[key]
+
+
+def verify_published(path: str | os.PathLike) -> None:
+    """Check a published checkpoint against the ``SHA256SUMS`` and the ``.json`` record beside it.
+
+    A file that neither lists (a run's own saved state, say) is not checked. Raises
+    :class:`ChecksumError` naming the file, both hashes and how to restore it.
+    """
+    path = Path(path)
+    expected = {}
+    sums = read_sha256sums(path.parent / "SHA256SUMS")
+    if path.name in sums:
+        expected[str(path.parent / "SHA256SUMS")] = sums[path.name]
+    record_path = path.with_suffix(".json")
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ChecksumError(
+                f"{record_path}, the record of {path.name}, is not valid JSON ({error}). Restore it "
+                f"with `git checkout -- {record_path}`, or re-run the notebook that publishes it"
+            ) from error
+        if isinstance(record, dict) and record.get("file") == path.name and "sha256" in record:
+            expected[str(record_path)] = record["sha256"]
+    if not expected:
+        return
+    actual = _sha256_cached(path)
+    for source, digest in expected.items():
+        if digest != actual:
+            raise ChecksumError(
+                f"{path} does not match its published checksum: {source} says sha256 {digest}, "
+                f"the file has {actual}. It was changed or damaged after it was published; "
+                f"restore it with `git checkout -- {path}`, or re-run the notebook that publishes it"
+            )
 
 
 def publish_checkpoint(
@@ -240,56 +418,141 @@ def publish_checkpoint(
     (``record`` plus checksum, commit and sizes), and its line in the folder's ``SHA256SUMS``.
 
     ``extra`` (e.g. sample snapshots) goes into the ``.pt`` file only. Returns the JSON record.
-    Every file is replaced atomically.
+    The three files are replaced together: ``SHA256SUMS`` is read first, all three are written
+    under temporary names, and only then renamed; if a rename fails, the old files come back.
     """
     path = Path(path)
-    save_checkpoint(path, model, config=config, step=step, extra={**(extra or {}), "record": record})
-    full_record = {
-        **record,
-        "file": path.name,
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "config": _config_dict(config),
-        "step": int(step),
-        "commit": git_commit(),
-    }
-    write_json(path.with_suffix(".json"), full_record)
-    sums_path = path.parent / "SHA256SUMS"
-    sums = {}
-    if sums_path.exists():
-        for line in sums_path.read_text().splitlines():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*")] = digest
-    sums[path.name] = full_record["sha256"]
-    _write_atomically(sums_path, "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+    sums_path, record_path = path.parent / "SHA256SUMS", path.with_suffix(".json")
+    sums = read_sha256sums(sums_path)  # a malformed file stops us before anything is written
+    payload = _payload(model, None, config, step, {**(extra or {}), "record": record}, None)
+    staged = []
+    try:
+        staged.append((_stage(path, lambda f: torch.save(payload, f)), path))
+        weights = staged[0][0]
+        full_record = {
+            **record,
+            "file": path.name,
+            "sha256": file_sha256(weights),
+            "bytes": weights.stat().st_size,
+            "params": sum(p.numel() for p in model.parameters()),
+            "config": _config_dict(config),
+            "step": int(step),
+            "commit": git_commit(),
+        }
+        record_text = json.dumps(full_record, indent=2, sort_keys=True) + "\n"
+        staged.append((_stage(record_path, lambda f: f.write(record_text.encode())), record_path))
+        sums[path.name] = full_record["sha256"]
+        sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+        staged.append((_stage(sums_path, lambda f: f.write(sums_text.encode())), sums_path))
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    _replace_all(staged)
     return full_record
+
+
+def _check_device(map_location: str | torch.device | None) -> torch.device:
+    device = torch.device("cpu" if map_location is None else map_location)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"map_location={str(map_location)!r}, but this machine has no CUDA device: "
+            "use map_location='cpu', or pick_device() to choose what is there"
+        )
+    return device
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((key, _to_device(value, device)) for key, value in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(value, device) for value in obj)
+    return obj
+
+
+_FIELDS = {"model_class": str, "model": dict, "config": (dict, type(None)), "step": int,
+           "extra": dict, "provenance": dict}
+
+
+def _check_layout(path: Path, checkpoint: Any) -> None:
+    from genmodels import __version__
+
+    if not isinstance(checkpoint, dict):
+        checkpoint = {"(not a dictionary)": type(checkpoint).__name__}
+    written_by = checkpoint.get("provenance")
+    version = written_by.get("genmodels_version", "?") if isinstance(written_by, dict) else "?"
+    form = checkpoint.get("format")
+    if isinstance(form, int) and form > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} was written by genmodels {version} in checkpoint format {form}; this is genmodels "
+            f"{__version__}, which reads formats up to {CHECKPOINT_FORMAT}: upgrade genmodels to load it"
+        )
+    if form not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{path} was not written by genmodels.train.save_checkpoint (format {form!r}, expected one of "
+            f"{READABLE_FORMATS}): it holds {sorted(map(str, checkpoint))[:8]}"
+        )
+    wrong = [name for name, kind in _FIELDS.items() if not isinstance(checkpoint.get(name), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{path} says it is a genmodels checkpoint (format {form}, genmodels {version}) but its "
+            f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} missing or of the wrong type. "
+            "It was not written by save_checkpoint; restore the original file or re-run the training"
+        )
 
 
 def read_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
 ) -> dict[str, Any]:
-    """The dictionary written by :func:`save_checkpoint` (config, step, extra, provenance, states).
+    """The dictionary written by :func:`save_checkpoint` (config, step, extra, provenance, states),
+    its tensors on ``map_location`` (None: the CPU).
 
-    Raises :class:`CheckpointError` for a missing, truncated or foreign file.
+    A published checkpoint is first checked against its ``SHA256SUMS`` and ``.json`` record. The file
+    is read with torch's safe unpickler, so a file holding code is refused, never run. Raises
+    :class:`CheckpointError` for a missing, truncated, foreign or unsafe file.
     """
     path = Path(path)
+    device = _check_device(map_location)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train the model first, or check the path")
+    verify_published(path)
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        _check_crcs(path)
+        with torch.serialization.safe_globals(_FORMAT_1_TYPES):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise _unreadable(path, error) from error
+        culprit = next((line.strip() for line in str(error).splitlines()
+                        if "GLOBAL" in line or "but got" in line), "an unsupported type")
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: {error}); "
-            "delete it and re-run the training, or restore it from checkpoints/"
-        ) from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} was not written by genmodels.train.save_checkpoint (format "
-            f"{checkpoint.get('format') if isinstance(checkpoint, dict) else None!r}, "
-            f"expected {CHECKPOINT_FORMAT})"
-        )
-    return checkpoint
+            f"{path} holds Python objects that are not tensors or plain data ({culprit[:200]}); a "
+            "checkpoint is data, never code, so genmodels refuses to load it. Do not load it with "
+            "torch.load(weights_only=False) unless you trust where it came from"
+        ) from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise _unreadable(path, error) from error
+    _check_layout(path, checkpoint)
+    return _to_device(checkpoint, device) if device.type != "cpu" else checkpoint
+
+
+def _check_crcs(path: Path) -> None:
+    """torch.load does not check the CRC-32 that its zip container stores for every record, so a
+    flipped byte in the weights would load silently; zipfile checks them (milliseconds)."""
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"its record {damaged} fails its CRC-32 check")
+
+
+def _unreadable(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable checkpoint (truncated or corrupt: {str(error)[:200]}). If it is a "
+        f"published checkpoint, restore it with `git checkout -- {path}`; if it is a run's saved "
+        "state, move it aside and re-run the notebook, which then starts afresh"
+    )
 
 
 def load_checkpoint(
@@ -302,19 +565,58 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
 
-    Returns the checkpoint dictionary. Raises :class:`CheckpointError` for a missing, truncated or
-    foreign file, and for a checkpoint of another architecture, naming the parameters that do not
-    fit; the model is left untouched then.
+    Returns the checkpoint dictionary. Raises :class:`CheckpointError` for a missing, truncated,
+    foreign or unsafe file, and for a checkpoint of another architecture, naming the parameters that
+    do not fit; the model is left untouched then.
     """
     checkpoint = read_checkpoint(path, map_location)
-    _check_fits(Path(path), checkpoint, model)
+    _load_into(Path(path), checkpoint, model, optimizer, restore_rng)
+    return checkpoint
+
+
+def _load_into(path, checkpoint, model, optimizer=None, restore_rng=False) -> None:
+    _check_fits(path, checkpoint, model)
+    if optimizer is not None and checkpoint.get("optimizer") is None:
+        raise CheckpointError(f"{path} holds no optimizer state to resume from")
     model.load_state_dict(checkpoint["model"])
     if optimizer is not None:
-        if checkpoint["optimizer"] is None:
-            raise CheckpointError(f"{path} holds no optimizer state to resume from")
         optimizer.load_state_dict(checkpoint["optimizer"])
     if restore_rng:
         _set_rng_state(checkpoint["rng"])
+
+
+def resume(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer,
+    run: dict[str, Any],
+    map_location: str | torch.device | None = "cpu",
+) -> dict[str, Any] | None:
+    """Continue a run: load the state saved at ``path`` into model and optimizer and restore the RNGs,
+    if it was saved by a run with the same ``run`` settings. Returns the checkpoint, or None when
+    there is nothing to resume. A state saved with other settings raises :class:`StaleRunError`
+    (continuing it would silently mix two runs); the file is left alone.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    checkpoint = read_checkpoint(path, map_location)
+    saved, wanted = checkpoint.get("run"), _plain(run)
+    if saved != wanted:
+        if saved is None:
+            differences = "it was saved without the settings of its run"
+        else:
+            differences = "; ".join(
+                f"{key}: {saved.get(key, '(not set)')!r} there, {wanted.get(key, '(not set)')!r} now"
+                for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)
+            )
+        raise StaleRunError(
+            f"{path} is the saved state of a different run ({differences}). Resuming it would continue "
+            "that run under the new settings. Move the file aside (or delete it) to start afresh, or "
+            "restore the settings to resume it"
+        )
+    _load_into(path, checkpoint, model, optimizer, restore_rng=True)
     return checkpoint
 
 
@@ -342,3 +644,91 @@ def _check_fits(path: Path, checkpoint: dict[str, Any], model: torch.nn.Module) 
             f"{path} does not fit this model: " + "; ".join(problems[:6])
             + f"{hint}. Build the model with the checkpoint's config."
         )
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def load_model(
+    path: str | os.PathLike,
+    model_class: type[M],
+    config_class: type,
+    map_location: str | torch.device | None = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """A ``model_class(config_class(**stored config))`` with the checkpoint's weights, in eval mode on
+    ``map_location``: (model, checkpoint). A checkpoint of another model, or a config this version
+    does not know, gets an error that says what the file holds and which loader fits it."""
+    path = Path(path)
+    device = _check_device(map_location)
+    checkpoint = read_checkpoint(path)
+    held = checkpoint["model_class"]
+    if held != model_class.__qualname__:
+        loader = _LOADERS.get(held, "the loader of that model")
+        raise CheckpointError(
+            f"{path} holds a {held} (config {checkpoint['config']}), not a {model_class.__qualname__}: "
+            f"load it with {loader}"
+        )
+    stored = dict(checkpoint["config"] or {})
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(stored) - set(fields))
+    if unknown:
+        from genmodels import __version__
+
+        raise CheckpointError(
+            f"{path} has config entries {unknown} that {config_class.__name__} of genmodels "
+            f"{__version__} does not know (it was written by genmodels "
+            f"{checkpoint['provenance'].get('genmodels_version', '?')}): use the genmodels version "
+            "that wrote it"
+        )
+    for name, value in stored.items():  # JSON-like storage turns tuples into lists
+        if isinstance(value, list) and isinstance(fields[name].default, tuple):
+            stored[name] = tuple(value)
+    model = model_class(config_class(**stored))
+    _load_into(path, checkpoint, model)
+    return model.to(device).eval(), checkpoint
+
+
+_LOADERS = {  # model class -> the function that loads it, for error messages
+    "VAE": "genmodels.vae.load_vae",
+    "UNet": "genmodels.unet.load_unet",
+    "MNISTClassifier": "genmodels.features.load_classifier",
+    "Generator": "genmodels.train.load_model(path, Generator, WGANConfig)",
+    "Critic": "genmodels.train.load_model(path, Critic, WGANConfig)",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Scratch space for smoke runs
+
+
+def scratch_dir(name: str = "run") -> Path:
+    """A new temporary directory for what a smoke run writes, removed when the process exits.
+
+    Directories live under ``<tmp>/genmodels-scratch/<pid>-...``; those of processes that no longer
+    run (a killed run) are removed on the next call. Nothing outside that folder is touched.
+    """
+    root = Path(tempfile.gettempdir()) / "genmodels-scratch"
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        pid = old.name.split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(dir=root, prefix=f"{os.getpid()}-{name}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+if __name__ == "__main__":  # `python -m genmodels.train PROFILE` prints the profile it resolves to
+    import sys
+
+    print(resolve_profile(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genmodels.train import load_checkpoint, read_checkpoint
+from genmodels.train import load_model
 
 __all__ = ["UNet", "UNetConfig", "load_unet", "timestep_embedding"]
 
@@ -118,6 +118,17 @@ class UNet(nn.Module):
         if x.shape[1:] != (1, 28, 28) or t.shape != (x.shape[0],):
             raise ValueError(f"expected x of shape (B, 1, 28, 28) and t of shape (B,), got {tuple(x.shape)} "
                              f"and {tuple(t.shape)}")
+        if len(x) == 0:
+            raise ValueError("empty batch: x has shape (0, 1, 28, 28); pass at least one image")
+        weights = self.stem.weight.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            uint8 = x.dtype == torch.uint8
+            fix = "x.float().div(127.5).sub(1), which maps 0..255 to [-1, 1]" if uint8 else f"x.to({weights})"
+            raise ValueError(f"x has dtype {x.dtype}, the U-Net's weights {weights}: convert it with {fix}")
+        invalid = (t < 0) | (t != t.round())  # the schedule's own range, 1..T, is checked by its callers
+        if invalid.any():
+            raise ValueError(f"t must hold non-negative integer timesteps (1..T of the noise schedule), got "
+                             f"{t[invalid][:3].tolist()}; draw them with NoiseSchedule.sample_t")
         embedding = self.embed(timestep_embedding(t, self.config.channels))
         h = self.stem(x)
         skips = [h]
@@ -136,11 +147,7 @@ class UNet(nn.Module):
         return self.head(h)
 
 
-def load_unet(path, map_location: str | torch.device = "cpu") -> tuple[UNet, dict]:
-    """A U-Net built from the config stored in a checkpoint, with its weights, in eval mode:
-    (model, checkpoint)."""
-    stored = read_checkpoint(path, map_location)["config"] or {}
-    mults = tuple(stored.get("channel_mults", UNetConfig.channel_mults))
-    model = UNet(UNetConfig(**{**stored, "channel_mults": mults}))
-    checkpoint = load_checkpoint(path, model, map_location=map_location)
-    return model.to(map_location).eval(), checkpoint
+def load_unet(path, map_location: str | torch.device | None = "cpu") -> tuple[UNet, dict]:
+    """A U-Net built from the config stored in a checkpoint, with its weights, in eval mode on
+    ``map_location``: (model, checkpoint)."""
+    return load_model(path, UNet, UNetConfig, map_location)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from genmodels.distributions import bernoulli_log_prob, normal_kl, normal_log_prob, sum_flat
-from genmodels.train import load_checkpoint, read_checkpoint
+from genmodels.train import load_model
 
 __all__ = [
     "ELBOTerms",
@@ -81,13 +81,17 @@ class VAE(nn.Module):
         self.decoder = Decoder(self.config)
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """Check that x is a batch of binary images of the right size; return it as (B, D)."""
+        """Check that x is a non-empty batch of binary images of the right size and of the weights' dtype;
+        return it as (B, D)."""
         d = self.config.data_dim
         if x.ndim < 2 or math.prod(x.shape[1:]) != d:
             raise ValueError(
                 f"expected a batch of images with {d} pixels, shape (B, 1, 28, 28) or (B, {d}); "
                 f"got {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"empty batch: x has shape {tuple(x.shape)}; pass at least one image")
+        self._check_dtype("x", x)
         x = x.reshape(x.shape[0], d)  # (B, 1, 28, 28) -> (B, D)
         if not ((x == 0) | (x == 1)).all():
             low, high = x.min().item(), x.max().item()
@@ -100,6 +104,13 @@ class VAE(nn.Module):
             )
         return x
 
+    def _check_dtype(self, name: str, x: torch.Tensor) -> None:
+        weights = next(self.parameters()).dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            fix = (f"{name}.float() for binary pixels, binarize({name}.float() / 255) for pixels 0..255"
+                   if x.dtype == torch.uint8 else f"{name}.to({weights})")
+            raise ValueError(f"{name} has dtype {x.dtype}, the VAE's weights {weights}: convert with {fix}")
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities p = sigmoid(Decoder(z)) as images: (n, J) -> (n, 1, 28, 28)."""
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
@@ -107,6 +118,7 @@ class VAE(nn.Module):
                 f"this VAE has a {self.config.latent_dim}-dimensional latent space: z must have shape "
                 f"(n, {self.config.latent_dim}), got {tuple(z.shape)}"
             )
+        self._check_dtype("z", z)
         side = math.isqrt(self.config.data_dim)
         return torch.sigmoid(self.decoder(z)).reshape(-1, 1, side, side)  # (n, D) -> (n, 1, H, W)
 
@@ -180,6 +192,10 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> torch.T
 
     The k samples are drawn ``chunk`` at a time, so memory stays at chunk x B decoder outputs.
     """
+    for name, value in (("k", k), ("chunk", chunk)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}: k counts the samples of q(z | x) "
+                             "(k = 1 gives the ELBO), chunk how many are drawn at a time")
     x = model.flatten(x)
     mu, log_sigma = model.encoder(x)
     log_weights = []
@@ -194,10 +210,7 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> torch.T
     return importance_weighted_bound(torch.cat(log_weights))
 
 
-def load_vae(path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
-    """A VAE built from the config stored in a checkpoint, with its weights: (model, checkpoint)."""
-    stored = read_checkpoint(path, map_location)["config"] or {}
-    config = VAEConfig(**{**stored, "hidden_dims": tuple(stored.get("hidden_dims", VAEConfig.hidden_dims))})
-    model = VAE(config)
-    checkpoint = load_checkpoint(path, model, map_location=map_location)
-    return model.eval(), checkpoint
+def load_vae(path, map_location: str | torch.device | None = "cpu") -> tuple[VAE, dict]:
+    """A VAE built from the config stored in a checkpoint, with its weights, in eval mode on
+    ``map_location``: (model, checkpoint)."""
+    return load_model(path, VAE, VAEConfig, map_location)

@@ -7,6 +7,7 @@ the generator g_theta maps z ~ N(0, I) to samples. The losses below are written 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,24 @@ def _mlp(sizes: list[int], activation: type[nn.Module]) -> list[nn.Module]:
     return layers[:-1]  # no activation after the last layer
 
 
+def _check_batch(name: str, x: torch.Tensor, size: int, network: nn.Module) -> torch.Tensor:
+    """x (B, ...) as (B, size), once checked to be a non-empty batch of finite floats for ``network``."""
+    if x.ndim < 2 or math.prod(x.shape[1:]) != size:
+        raise ValueError(f"{name} must be a batch of shape (B, {size}), got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise ValueError(f"empty batch: {name} has shape {tuple(x.shape)}; pass at least one example")
+    weights = next(network.parameters()).dtype
+    if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+        fix = f"{name}.float() / 255 for pixels 0..255" if x.dtype == torch.uint8 else f"{name}.to({weights})"
+        raise ValueError(f"{name} has dtype {x.dtype}, the network's weights {weights}: convert with {fix}")
+    x = x.reshape(len(x), size)  # (B, ...) -> (B, size)
+    finite = torch.isfinite(x).all(dim=1)
+    if not finite.all():
+        raise ValueError(f"{name} has {int((~finite).sum())} of {len(x)} rows with NaN or infinite values: "
+                         "the data, or the network that made them, is broken; find where they first appear")
+    return x
+
+
 class Generator(nn.Module):
     """g_theta: z (B, latent_dim) -> x (B, data_dim), in [0, 1] for images."""
 
@@ -48,7 +67,7 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers, *([nn.Sigmoid()] if config.image_output else []))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(_check_batch("z", z, self.config.latent_dim, self))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n samples g_theta(z), z ~ N(0, I): (n, data_dim)."""
@@ -68,7 +87,14 @@ class Critic(nn.Module):
                                        lambda: nn.LeakyReLU(0.2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(len(x), -1)).squeeze(-1)  # (B, ...) -> (B,)
+        x = _check_batch("x", x, self.config.data_dim, self)
+        if self.config.image_output:  # pixels in [0, 1], the range of the generator's sigmoid
+            low, high = torch.aminmax(x)
+            if low < -0.5 or high > 1.5:
+                raise ValueError(f"the image critic expects pixels in [0, 1], as the generator makes them, "
+                                 f"got values in [{low.item():.3g}, {high.item():.3g}]: scale pixels 0..255 "
+                                 "by x.float() / 255, and data in [-1, 1] by (x + 1) / 2")
+        return self.net(x).squeeze(-1)  # (B, D) -> (B,)
 
 
 def critic_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,159 @@
+"""Fault injection: interrupted writes and corrupted bytes end in a clear error or a correct result,
+and no valid file is ever deleted or replaced by a worse one.
+
+(Raw MNIST files, a read-only data directory and a missing data source are in test_data.py.)
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from genmodels import train
+from genmodels.train import (
+    CheckpointError,
+    ChecksumError,
+    load_checkpoint,
+    publish_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def published(tmp_path) -> Path:
+    """A folder with two published checkpoints, their records and SHA256SUMS."""
+    torch.manual_seed(0)
+    for name in ("a", "b"):
+        publish_checkpoint(tmp_path / f"{name}.pt", nn.Linear(32, 32), config={"width": 32},
+                           record={"profile": "cpu"}, step=1)
+    return tmp_path
+
+
+def republish(folder: Path) -> None:
+    publish_checkpoint(folder / "a.pt", nn.Linear(32, 32), config={"width": 32}, record={"profile": "gpu"},
+                       step=2)
+
+
+@pytest.mark.parametrize("failing_rename", [1, 2, 3])
+def test_publishing_interrupted_at_any_rename_leaves_every_file_as_it_was(published, monkeypatch,
+                                                                          failing_rename):
+    before = snapshot(published)
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination):
+        calls.append(destination)
+        if len(calls) == failing_rename:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C, or the machine went away
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        republish(published)
+    monkeypatch.undo()
+    assert snapshot(published) == before  # the old .pt, .json and SHA256SUMS, and nothing else
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))  # still verified and loadable
+
+
+@pytest.mark.parametrize("failing_write", [1, 2, 3])
+def test_publishing_interrupted_while_writing_any_file_leaves_every_file_as_it_was(published, monkeypatch,
+                                                                                   failing_write):
+    before = snapshot(published)
+    real_stage, calls = train._stage, []
+
+    def stage(final, write):
+        calls.append(final)
+        if len(calls) == failing_write:
+            def dies_halfway(f):
+                f.write(b"half a file")
+                raise OSError("no space left on device")
+            return real_stage(final, dies_halfway)
+        return real_stage(final, write)
+
+    monkeypatch.setattr(train, "_stage", stage)
+    with pytest.raises(OSError, match="no space left"):
+        republish(published)
+    monkeypatch.undo()
+    assert snapshot(published) == before
+
+
+def test_a_first_publication_interrupted_leaves_nothing_behind(tmp_path, monkeypatch):
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination):
+        calls.append(destination)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        publish_checkpoint(tmp_path / "new.pt", nn.Linear(2, 2), config={}, record={})
+    assert list(tmp_path.iterdir()) == []  # what did not exist before does not exist now
+
+
+def test_json_results_interrupted_keep_the_old_file(tmp_path, monkeypatch):
+    path = write_json(tmp_path / "metrics.json", {"fid": 1.0})
+    monkeypatch.setattr(train.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("I/O error")))
+    with pytest.raises(OSError, match="I/O error"):
+        write_json(path, {"fid": 2.0})
+    assert json.loads(path.read_text()) == {"fid": 1.0} and len(list(tmp_path.iterdir())) == 1
+
+
+def flip_byte(path: Path, position: int) -> None:
+    content = bytearray(path.read_bytes())
+    content[position % len(content)] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_a_flipped_byte_anywhere_in_a_published_checkpoint_is_caught(published, fraction):
+    path = published / "a.pt"
+    flip_byte(path, int(fraction * path.stat().st_size))
+    with pytest.raises(ChecksumError, match="does not match its published checksum"):
+        load_checkpoint(path, nn.Linear(32, 32))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_a_flipped_byte_anywhere_in_a_run_state_gives_an_error_or_the_same_weights(tmp_path, fraction):
+    torch.manual_seed(0)
+    model = nn.Linear(32, 32)
+    path = save_checkpoint(tmp_path / "state.pt", model, optimizer=torch.optim.SGD(model.parameters(), 0.1))
+    flip_byte(path, int(fraction * path.stat().st_size))
+    fresh = nn.Linear(32, 32)
+    try:
+        load_checkpoint(path, fresh)
+    except CheckpointError as error:
+        assert str(path) in str(error)
+    else:  # a byte the reader never uses (zip padding, say): what loaded must be exactly right
+        assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+    assert path.exists()
+
+
+def test_a_damaged_record_or_checksum_list_is_caught(published):
+    record = published / "a.json"
+    flip_byte(record, record.read_text().index('"sha256"') + 12)  # one hex digit of the hash
+    with pytest.raises(ChecksumError, match="a.json says sha256"):
+        read_checkpoint(published / "a.pt")
+    record.write_text(record.read_text()[:-10])  # truncated JSON
+    with pytest.raises(ChecksumError, match="not valid JSON"):
+        read_checkpoint(published / "a.pt")
+
+    sums = published / "SHA256SUMS"
+    lines = sums.read_text().splitlines()
+    digit = lines[1][5]
+    lines[1] = lines[1][:5] + ("0" if digit != "0" else "1") + lines[1][6:]  # b.pt's hash, one digit off
+    sums.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ChecksumError, match="SHA256SUMS says sha256"):
+        read_checkpoint(published / "b.pt")
+    sums.write_text(sums.read_text().replace("  ", "", 1))
+    with pytest.raises(CheckpointError, match="line 1, is not '<sha256>  <file name>'"):
+        read_checkpoint(published / "b.pt")

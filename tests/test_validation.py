@@ -1,0 +1,185 @@
+"""Bad input to a public entry point is a ValueError that names the argument, never a silent wrong
+answer or a raw error from deep inside torch; valid input at the edges is still accepted."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genmodels.diffusion import (
+    NoiseSchedule,
+    loss_simple,
+    p_mean_variance,
+    predict_x0,
+    q_posterior,
+    q_sample,
+    vlb_terms,
+)
+from genmodels.metrics import frechet_distance, kernel_inception_distance, precision_recall
+from genmodels.unet import UNet, UNetConfig
+from genmodels.vae import VAE, VAEConfig, elbo_terms, iwae_bound
+from genmodels.wgan import Critic, Generator, WGANConfig, gradient_penalty
+
+schedule = NoiseSchedule(T=10)
+
+
+def says_zero(xt, t):
+    return torch.zeros_like(xt)
+
+
+ENTRY_POINTS = {
+    "q_sample": lambda x, t: q_sample(schedule, x, t),
+    "q_posterior": lambda x, t: q_posterior(schedule, x, x, t),
+    "predict_x0": lambda x, t: predict_x0(schedule, x, t, x),
+    "p_mean_variance": lambda x, t: p_mean_variance(says_zero, schedule, x, t),
+    "loss_simple": lambda x, t: loss_simple(says_zero, schedule, x, t),
+    "vlb_terms": lambda x, t: vlb_terms(says_zero, schedule, x, t, decoder="gaussian"),
+}
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_timesteps_must_be_integers_in_1_to_T_one_per_example(name):
+    call, x = ENTRY_POINTS[name], torch.randn(2, 3)
+    for step in (-1, 0, schedule.T + 1):  # -1 used to wrap around to t = T; 0 reached log(beta_0 = 0)
+        with pytest.raises(ValueError, match=r"t must lie in 1\.\.T = 1\.\.10, got"):
+            call(x, torch.tensor([step, 1]))
+    with pytest.raises(ValueError, match="t must hold integer timesteps.*torch.float32"):
+        call(x, torch.tensor([2.5, 1.0]))
+    with pytest.raises(ValueError, match=r"t must be a tensor of shape \(B,\) = \(2,\).*got \(3,\)"):
+        call(x, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"shape \(B,\) = \(2,\).*got int"):
+        call(x, 3)
+    for step in (1, schedule.T):  # both ends of the range are valid
+        assert torch.isfinite(torch.as_tensor(call(x, torch.full((2,), step))[0])).all()
+
+
+@pytest.mark.parametrize(("beta_1", "beta_T", "named"), [
+    (1e-4, 1.5, "beta_T = 1.5"),  # alpha_bar would turn negative
+    (1e-4, 1.0, "beta_T = 1.0"),  # alpha_bar_T = 0: x_0 cannot be recovered from x_T
+    (0.0, 0.02, "beta_1 = 0.0"),  # beta_tilde_2 = 0 and its log is -inf
+    (-0.1, 0.02, "beta_1 = -0.1"),
+    (math.nan, 0.02, "beta_1 = nan"),
+])
+def test_linear_schedule_needs_betas_in_the_open_unit_interval(beta_1, beta_T, named):
+    with pytest.raises(ValueError, match=rf"{named} lies outside \(0, 1\)"):
+        NoiseSchedule(T=10, beta_1=beta_1, beta_T=beta_T)
+    assert (NoiseSchedule(T=10, beta_1=1e-4, beta_T=0.5).alpha_bar > 0).all()
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet(UNetConfig(channels=8, groups=4, dropout=0.0)).eval()
+
+
+def test_unet_rejects_bad_timesteps_dtypes_and_empty_batches(unet):
+    x = torch.randn(2, 1, 28, 28)
+    for t in (torch.tensor([-3, 5]), torch.tensor([2.5, 5.0]), torch.tensor([math.nan, 5.0])):
+        with pytest.raises(ValueError, match="t must hold non-negative integer timesteps"):
+            unet(x, t)
+    with pytest.raises(ValueError, match=r"dtype torch\.uint8.*x\.float\(\)\.div\(127\.5\)\.sub\(1\)"):
+        unet(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"dtype torch\.float64.*torch\.float32"):
+        unet(x.double(), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="empty batch"):
+        unet(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    torch.testing.assert_close(unet(x, torch.tensor([3.0, 7.0])), unet(x, torch.tensor([3, 7])))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert unet(x, torch.tensor([3, 7])).shape == x.shape
+
+
+IMAGES = WGANConfig(hidden_dims=(32,))
+
+
+def test_image_critic_wants_finite_float_pixels_in_0_1_of_its_size():
+    critic = Critic(IMAGES)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\].*got values in \[0, 255\].*x\.float\(\) / 255"):
+        critic(torch.randint(0, 256, (4, 784)).float())
+    with pytest.raises(ValueError, match=r"got values in \[-1, 1\].*\(x \+ 1\) / 2"):
+        critic(torch.linspace(-1, 1, 784).expand(4, 784))
+    with pytest.raises(ValueError, match="x has 4 of 4 rows with NaN or infinite values"):
+        critic(torch.full((4, 784), math.nan))
+    with pytest.raises(ValueError, match=r"x must be a batch of shape \(B, 784\).*got \(4, 1, 32, 32\)"):
+        critic(torch.rand(4, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"x has dtype torch\.uint8.*x\.float\(\) / 255"):
+        critic(torch.randint(0, 256, (4, 784), dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"x has dtype torch\.float64"):
+        critic(torch.rand(4, 784, dtype=torch.float64))
+    with pytest.raises(ValueError, match="empty batch"):
+        critic(torch.rand(0, 784))
+    real, fake = torch.rand(8, 784), Generator(IMAGES).sample(8).detach()
+    assert gradient_penalty(critic, real, fake).item() >= 0  # interpolates stay in [0, 1]
+    toy = Critic(WGANConfig(data_dim=2, latent_dim=4, hidden_dims=(16,), image_output=False))
+    assert toy(torch.tensor([[-40.0, 300.0]])).shape == (1,)  # toy densities have no pixel range
+
+
+def test_generator_wants_finite_float_noise_of_its_latent_size():
+    generator = Generator(IMAGES)
+    with pytest.raises(ValueError, match="z has 4 of 4 rows with NaN or infinite values"):
+        generator(torch.full((4, 64), math.nan))
+    with pytest.raises(ValueError, match=r"z must be a batch of shape \(B, 64\).*got \(4, 32\)"):
+        generator(torch.randn(4, 32))
+    with pytest.raises(ValueError, match=r"z has dtype torch\.int64"):
+        generator(torch.zeros(4, 64, dtype=torch.long))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bfloat16 batch reaches the critic under autocast
+        assert Critic(IMAGES)(generator.sample(3)).shape == (3,)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return VAE(VAEConfig(hidden_dims=(16,), latent_dim=4))
+
+
+def test_vae_rejects_other_dtypes_and_empty_batches(vae):
+    binary = (torch.rand(3, 1, 28, 28) > 0.5).float()
+    with pytest.raises(ValueError, match=r"x has dtype torch\.uint8.*binarize\(x\.float\(\) / 255\)"):
+        elbo_terms(vae, binary.to(torch.uint8))
+    with pytest.raises(ValueError, match=r"x has dtype torch\.float64.*torch\.float32"):
+        iwae_bound(vae, binary.double(), k=2)
+    with pytest.raises(ValueError, match=r"x has dtype torch\.bool"):
+        elbo_terms(vae, binary.bool())
+    with pytest.raises(ValueError, match="empty batch"):
+        elbo_terms(vae, torch.zeros(0, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"z has dtype torch\.float64"):
+        vae.decode(torch.zeros(2, 4, dtype=torch.float64))
+    assert elbo_terms(vae, binary).elbo.shape == (3,)
+
+
+def test_iwae_bound_needs_at_least_one_sample(vae):
+    x = (torch.rand(3, 784) > 0.5).float()
+    with pytest.raises(ValueError, match="k must be at least 1.*got 0"):
+        iwae_bound(vae, x, k=0)
+    with pytest.raises(ValueError, match="chunk must be at least 1.*got 0"):
+        iwae_bound(vae, x, k=5, chunk=0)
+
+
+def test_precision_recall_and_kid_need_a_positive_k_and_subsets():
+    features = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(ValueError, match="k must be at least 1.*got 0"):  # k = 0 gave (0.0, 0.0)
+        precision_recall(features, features + 0.1, k=0)
+    with pytest.raises(ValueError, match="subsets must be at least 1.*got 0"):  # gave (nan, nan)
+        kernel_inception_distance(features, features, subsets=0)
+    with pytest.raises(ValueError, match="subset_size must be at least 2.*got 1"):
+        kernel_inception_distance(features, features, subset_size=1)
+
+
+def test_frechet_distance_needs_symmetric_positive_semidefinite_covariances():
+    mu, identity = np.zeros(3), np.eye(3)
+    indefinite = np.diag([1.0, 1.0, -1.0])
+    with pytest.raises(ValueError, match=r"sigma1 is not positive semi-definite: .* eigenvalue is -1,"):
+        frechet_distance(mu, indefinite, mu, identity)  # gave -2.0
+    with pytest.raises(ValueError, match="sigma2 is not positive semi-definite"):
+        frechet_distance(mu, identity, mu, -identity)  # gave 0.0
+    lopsided = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"sigma1 is not symmetric.*\|sigma1 - sigma1\^T\| is 0\.5"):
+        frechet_distance(mu, lopsided, mu, identity)
+    # Singular covariances are covariances: rank one (rounding leaves eigenvalues of about -1e-17) and zero.
+    v = np.array([1.0, 2.0, -1.0]) / math.sqrt(3)
+    rank_one = np.outer(v, v)
+    assert frechet_distance(mu, rank_one, mu, np.zeros((3, 3))) == pytest.approx(np.trace(rank_one))
+    features = np.random.default_rng(1).standard_normal((5, 20))  # 5 samples of 20 features
+    rank_four = np.cov(features, rowvar=False)
+    # square roots of eigenvalues that are zero up to rounding (~1e-16) leave about 1e-7
+    assert frechet_distance(np.zeros(20), rank_four, np.zeros(20), rank_four) == pytest.approx(0.0, abs=1e-5)

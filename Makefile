@@ -8,17 +8,6 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
-EXECUTED  := $(patsubst notebooks/%,book/notebooks/%,$(NOTEBOOKS))
-
-# Run one clean notebook with papermill in the profile $(PROFILE) resolves to (auto -> cpu or gpu,
-# CPU -> cpu), recorded as such in the executed copy, which appears atomically. A smoke run never
-# writes over the published copies: its executed notebooks go to book/_build/smoke/.
-execute = profile=$$($(PY) -m genmodels.train $(PROFILE)) \
-	&& out=$$(if [ "$$profile" = smoke ]; then echo book/_build/smoke; else echo book/notebooks; fi) \
-	&& mkdir -p $$out \
-	&& TQDM_DISABLE=1 $(VENV)/bin/papermill --cwd notebooks -p profile $$profile \
-	notebooks/$(1).ipynb $$out/.$(1).tmp.ipynb \
-	&& mv $$out/.$(1).tmp.ipynb $$out/$(1).ipynb
 
 .PHONY: book test install data results sync lint clean help
 .DEFAULT_GOAL := help
@@ -26,7 +15,7 @@ execute = profile=$$($(PY) -m genmodels.train $(PROFILE)) \
 help:
 	@echo "make book                 build the HTML book into book/_build/html (the main job)"
 	@echo "make test                 unit tests, then every notebook in the smoke profile (pytest --nbval)"
-	@echo "make results PROFILE=cpu  re-run every notebook (smoke|cpu|gpu|auto) into book/notebooks/"
+	@echo "make results PROFILE=cpu  re-run the notebooks that changed (smoke|cpu|gpu|auto), resuming"
 	@echo "                          (smoke runs go to book/_build/smoke/, never over the published copies)"
 	@echo "make sync                 pair notebooks/*.ipynb with their .py text form (jupytext)"
 
@@ -42,15 +31,20 @@ install: $(STAMP)
 data: $(STAMP)
 	$(PY) -m genmodels.data
 
-# A chapter's executed copy is made only when missing; `make results` re-makes them all.
-book/notebooks/%.ipynb: | $(STAMP) data
-	$(call execute,$*)
-
-book: $(STAMP) data $(EXECUTED)
+# The book renders only the executed copies that are committed: it never trains anything itself.
+book: $(STAMP)
+	@missing=$$(for nb in $(NOTEBOOKS:notebooks/%=%); do [ -f book/notebooks/$$nb ] || echo " $$nb"; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "book/notebooks/ has no executed copy of:$$missing."; \
+	  echo "The book shows only executed notebooks: restore them (git checkout -- book/notebooks) or"; \
+	  echo "make them with 'make results PROFILE=cpu' (minutes to hours on a CPU), then run 'make book'."; \
+	  exit 1; fi
 	$(VENV)/bin/jupyter-book build --warningiserror --nitpick --keep-going book/
 
+# Re-run the notebooks that changed (and those that read what they publish), resuming where an
+# interrupted run stopped: see src/genmodels/pipeline.py. PROFILE=gpu prints one command per notebook.
 results: $(STAMP) data
-	$(foreach nb,$(NOTEBOOKS:notebooks/%.ipynb=%),$(call execute,$(nb)) &&) true
+	$(PY) -m genmodels.pipeline --profile $(PROFILE)
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check .

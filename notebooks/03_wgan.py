@@ -26,26 +26,15 @@
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
-# Running it again does nothing new.
-import importlib.util
 import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
-BOOK = "/content/book"
 if "google.colab" in sys.modules:
-    if not os.path.isdir(f"{BOOK}/.git"):
-        clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
-        cloned = subprocess.run(clone, capture_output=True, text=True)
-        if cloned.returncode != 0:
-            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
-                               f"{cloned.stderr.strip()} (check the runtime's network, or "
-                               f"move {BOOK} aside, then run this cell again)")
-    if importlib.util.find_spec("genmodels") is None:
-        install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
-        subprocess.run(install, check=True)
-    os.chdir(f"{BOOK}/notebooks")
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
+    os.chdir("/content/book/notebooks")
 
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
@@ -54,6 +43,7 @@ train_from_scratch = True  # False: load the published generators instead of tra
 
 # %%
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,9 +60,7 @@ from genmodels.train import (
     progress,
     publish_checkpoint,
     resolve_profile,
-    resume,
     save_checkpoint,
-    scratch_dir,
     seed_everything,
 )
 from genmodels.wasserstein import (
@@ -103,10 +91,8 @@ sizes = {  # generator iterations: each one follows n_critic critic iterations
     "cpu": dict(toy_iterations=2_000, w1_samples=300, clip_iterations=15_000, gp_iterations=10_000, log_every=100),
     "gpu": dict(toy_iterations=4_000, w1_samples=300, clip_iterations=100_000, gp_iterations=100_000, log_every=500),
 }[profile]
-checkpoints = Path("../checkpoints")  # the published weights
-# Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
-published = checkpoints if profile != "smoke" else scratch_dir("wgan")
-runs = Path("../runs") if profile != "smoke" else scratch_dir("wgan-runs")  # resumable state
+published = Path("../checkpoints") if profile != "smoke" else Path(tempfile.mkdtemp())
+runs = Path("../runs") if profile != "smoke" else Path(tempfile.mkdtemp())
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %% [markdown]
@@ -287,9 +273,8 @@ def train_wgan(variant: str, iterations: int):
     state_path = runs / f"wgan-{variant}-{profile}-last.pt"
     log, snapshots, seconds, start = [], {}, 0.0, 0
     fixed_z = torch.randn(32, config.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    run = dict(variant=variant, iterations=iterations, seed=seed, n_critic=n_critic, m=m,
-               config=config)  # resume only this run
-    if state := resume(state_path, generator, optimizer=g_optimizer, run=run):
+    if state_path.exists():
+        state = load_checkpoint(state_path, generator, optimizer=g_optimizer, restore_rng=True)
         extra = state["extra"]
         critic.load_state_dict(extra["critic"])
         c_optimizer.load_state_dict(extra["critic_optimizer"])
@@ -331,7 +316,7 @@ def train_wgan(variant: str, iterations: int):
                 with torch.no_grad():
                     snapshots[iteration + 1] = generator(fixed_z).reshape(-1, 28, 28).cpu()
             save_checkpoint(state_path, generator, optimizer=g_optimizer, config=config, step=iteration + 1,
-                            run=run, extra=dict(critic=critic.state_dict(), log=log, snapshots=snapshots,
+                            extra=dict(critic=critic.state_dict(), log=log, snapshots=snapshots,
                                        critic_optimizer=c_optimizer.state_dict(), seconds=seconds))
             start = iteration + 1
     return generator.eval(), log, snapshots, seconds
@@ -347,7 +332,7 @@ def milestones(iterations: int) -> list[int]:
 # %%
 results = {}
 for variant in ("clip", "gp"):
-    path = checkpoints / f"wgan-{variant}.pt"
+    path = published / f"wgan-{variant}.pt"
     if train_from_scratch:
         results[variant] = train_wgan(variant, sizes[f"{variant}_iterations"])
     else:

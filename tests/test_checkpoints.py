@@ -374,3 +374,22 @@ def test_verify_published_ignores_files_nothing_lists(tmp_path):
     (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  mine.pt\n")
     with pytest.raises(ChecksumError, match="SHA256SUMS says sha256 0000"):
         verify_published(path)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Under the test suite, nothing writes into the published folders
+
+
+def test_protected_folders_refuse_every_write_and_keep_their_files(tmp_path, monkeypatch):
+    published = tmp_path / "checkpoints"
+    publish_checkpoint(published / "a.pt", Tiny(), config=TinyConfig(), record={})
+    before = {p.name: p.read_bytes() for p in published.iterdir()}
+    monkeypatch.setenv(train.PROTECTED, os.pathsep.join([str(tmp_path / "results"), str(published)]))
+    for write in (lambda: publish_checkpoint(published / "a.pt", Tiny(), config=TinyConfig(), record={}),
+                  lambda: save_checkpoint(published / "b.pt", Tiny()),
+                  lambda: train.write_json(tmp_path / "results" / "metrics.json", {})):
+        with pytest.raises(PermissionError, match="protected in this run.*make results"):
+            write()
+    assert {p.name: p.read_bytes() for p in published.iterdir()} == before
+    assert not (tmp_path / "results").exists()
+    save_checkpoint(tmp_path / "elsewhere.pt", Tiny())  # other folders are fine

@@ -104,9 +104,12 @@ def test_book_finds_the_top_level_configuration():
         assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
 
 
-# Notebooks whose executed copy predates the current setup cell; each adopts it at its next re-run
-# (they are re-run for the diffusion work). Strict: a notebook that adopts it must leave this list.
-OLD_SETUP_CELL = {"04_ddpm.ipynb", "07_evaluation.ipynb"}
+# Notebooks whose executed copy predates the current setup cell. They adopt it (and scratch_dir,
+# and resume keyed on the run's settings) at the next full re-run of the training notebooks and the
+# evaluation together: re-training on another machine changes the weights, so the evaluation (and
+# the DDPM notebook's FIDs, measured with the classifier) must be re-run with them.
+OLD_SETUP_CELL = {"02_vae.ipynb", "03_wgan.ipynb", "04_ddpm.ipynb", "06_feature_network.ipynb",
+                  "07_evaluation.ipynb"}
 
 
 def run_setup_cell(path, monkeypatch, *, cloned: bool, clone_fails: bool = False):
@@ -153,3 +156,60 @@ def sys_executable() -> str:
     import sys
 
     return sys.executable
+
+
+def load_nbval_conftest():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nbval_conftest", ROOT / "notebooks" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeConfig:
+    def __init__(self):
+        self.warnings, self.lines = [], []
+
+    def issue_config_time_warning(self, warning, stacklevel):
+        self.warnings.append(str(warning))
+
+    def get_terminal_writer(self):
+        return self
+
+    def line(self, text, **markup):
+        self.lines.append(text)
+
+
+def test_nbval_runs_the_smoke_profile_by_default_and_fails_if_a_published_file_changes(tmp_path, monkeypatch):
+    import os
+    import types
+
+    from genmodels.train import PROTECTED
+
+    conftest = load_nbval_conftest()
+    monkeypatch.setattr(conftest, "PUBLISHED", [tmp_path / "checkpoints"])
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "vae.pt").write_bytes(b"weights")
+    for name in ("GENMODELS_PROFILE", PROTECTED, "TMPDIR", "JUPYTER_RUNTIME_DIR"):
+        monkeypatch.setenv(name, "")  # so that the test's end restores what was there before
+        monkeypatch.delenv(name)
+    config = FakeConfig()
+    conftest.pytest_configure(config)
+    assert os.environ["GENMODELS_PROFILE"] == "smoke" and not config.warnings
+    assert os.environ[PROTECTED] == str(tmp_path / "checkpoints")
+    scratch = config._genmodels["scratch"]
+    assert os.environ["TMPDIR"] == str(scratch) and scratch.is_dir()
+
+    (tmp_path / "checkpoints" / "vae.pt").write_bytes(b"other weights")
+    session = types.SimpleNamespace(config=config, exitstatus=0)
+    conftest.pytest_sessionfinish(session, 0)
+    assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
+    assert "changed published files" in config.lines[0] and "vae.pt" in config.lines[0]
+    assert not scratch.exists()  # the kernels' temporary files went with it
+
+    monkeypatch.setenv("GENMODELS_PROFILE", "cpu")
+    loud = FakeConfig()
+    conftest.pytest_configure(loud)
+    assert "train at full cpu sizes" in loud.warnings[0] and "make results" in loud.warnings[0]
+    conftest.pytest_sessionfinish(types.SimpleNamespace(config=loud, exitstatus=0), 0)

@@ -116,6 +116,18 @@ def test_progress_is_a_tqdm_that_counts():
     assert bar.n == 5 and bar.mininterval == 1.0
 
 
+def test_tqdm_disable_silences_the_notebook_bar_too(monkeypatch):
+    """tqdm.notebook's bar ignores TQDM_DISABLE, so executed notebooks published widget views."""
+    from tqdm import notebook
+
+    monkeypatch.setattr(train, "tqdm", notebook.tqdm)  # what tqdm.auto gives inside a kernel
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    bar = progress(range(3))
+    assert bar.disable and list(bar) == [0, 1, 2]
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not progress(range(3), file=open(os.devnull, "w")).disable
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 
@@ -332,3 +344,11 @@ def test_write_json_replaces_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(path.read_text()) == [{"fid": 1.5, "model": "vae"}]
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_the_command_line_prints_the_resolved_profile(monkeypatch):
+    """What `make results` records in every executed notebook: lower case, auto resolved."""
+    for asked, expected in (("CPU", "cpu"), (" smoke ", "smoke"), ("auto", "cpu")):
+        run = subprocess.run([sys.executable, "-m", "genmodels.train", asked], capture_output=True, text=True,
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert run.returncode == 0 and run.stdout == f"{expected}\n", run.stderr

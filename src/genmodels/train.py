@@ -121,9 +121,11 @@ def resolve_profile(profile: str | None = None) -> Profile:
 
 def progress(iterable=None, **kwargs) -> tqdm:
     """A tqdm.auto progress bar (a widget in Jupyter, text elsewhere) that refreshes at most once a
-    second, so logs of executed notebooks stay short. Set ``TQDM_DISABLE=1`` to silence it."""
+    second. ``TQDM_DISABLE=1`` silences it, in Jupyter too (tqdm's notebook bar ignores the variable),
+    so that the executed notebooks the book publishes carry no widgets."""
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("disable", os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false"))
     return tqdm(iterable, **kwargs)
 
 

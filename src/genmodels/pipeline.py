@@ -1,0 +1,223 @@
+"""`make results`: run the chapter notebooks with papermill in dependency order, skip what has not
+changed, resume where an interrupted run stopped, and log what each notebook cost.
+
+A notebook runs again when its *key* changes: the hash of its source (code and Markdown cells), of
+its profile, and of every file it reads (the checkpoints that earlier notebooks publish). So
+re-running one chapter re-runs the notebooks that read what it published (the evaluation), and
+nothing else. A change to ``src/genmodels`` alone re-runs nothing: name the notebooks with
+``--force``. The manifest (``results/pipeline.json``; ``book/_build/smoke/pipeline.json`` for the
+smoke profile) is written after every notebook, so an interruption costs at most the notebook it
+happened in, and that notebook resumes from its own saved state in ``runs/``.
+
+Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFILE=cpu`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from genmodels.train import file_sha256, hardware, resolve_profile, write_json
+
+__all__ = ["STEPS", "Step", "main", "notebook_key", "plan", "run_pipeline"]
+
+
+@dataclass(frozen=True)
+class Step:
+    notebook: str  # the name in notebooks/, without .ipynb
+    reads: tuple[str, ...] = ()  # files (relative to the repository) that it reads
+    writes: tuple[str, ...] = ()  # files that it publishes (not in the smoke profile)
+
+
+CHECKPOINTS = {
+    "06_feature_network": ("checkpoints/mnist-classifier.pt",),
+    "02_vae": ("checkpoints/vae-j32.pt", "checkpoints/vae-j2.pt"),
+    "03_wgan": ("checkpoints/wgan-gp.pt", "checkpoints/wgan-clip.pt"),
+    "04_ddpm": ("checkpoints/ddpm.pt",),
+}
+STEPS: tuple[Step, ...] = (  # in an order where every file is published before it is read
+    Step("01_data"),
+    Step("06_feature_network", writes=CHECKPOINTS["06_feature_network"]),
+    Step("02_vae", writes=CHECKPOINTS["02_vae"]),
+    Step("03_wgan", writes=CHECKPOINTS["03_wgan"]),
+    Step("04_ddpm", reads=CHECKPOINTS["06_feature_network"], writes=CHECKPOINTS["04_ddpm"]),
+    Step("07_evaluation", reads=tuple(path for paths in CHECKPOINTS.values() for path in paths),
+         writes=("results/metrics.json",)),
+)
+TIMEOUTS = {"smoke": 15 * 60, "cpu": 3 * 3600, "gpu": 9 * 60}  # seconds per notebook
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _source_hash(notebook: Path) -> str:
+    """Hash of a notebook's cell types and sources: what `make sync` keeps equal to its .py form."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return _sha256_text(json.dumps([(c["cell_type"], "".join(c["source"]).strip()) for c in cells]))
+
+
+def notebook_key(root: Path, step: Step, profile: str) -> dict[str, str]:
+    """What defines a notebook's run: its source, its profile and the files it reads (their hashes)."""
+    key = {"source": _source_hash(root / "notebooks" / f"{step.notebook}.ipynb"), "profile": profile}
+    for path in step.reads:
+        key[path] = file_sha256(root / path) if (root / path).is_file() else "missing"
+    return key
+
+
+def _manifest_path(root: Path, profile: str) -> Path:
+    return root / ("book/_build/smoke" if profile == "smoke" else "results") / "pipeline.json"
+
+
+def _executed_dir(root: Path, profile: str) -> Path:
+    return root / ("book/_build/smoke" if profile == "smoke" else "book/notebooks")
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{path} is not valid JSON ({error}): restore it with `git checkout -- {path}`, "
+                         "or move it aside to re-run every notebook") from error
+
+
+def _up_to_date(root: Path, step: Step, profile: str, entry: dict | None) -> bool:
+    """The recorded run has the same key, and its executed copy and outputs are still what it made."""
+    if not entry or entry.get("key") != notebook_key(root, step, profile):
+        return False
+    files = {f"{_executed_dir(root, profile).relative_to(root)}/{step.notebook}.ipynb": entry.get("executed")}
+    if profile != "smoke":
+        files.update(entry.get("outputs", {}))
+    return all((root / path).is_file() and file_sha256(root / path) == digest
+               for path, digest in files.items())
+
+
+def plan(
+    root: Path, profile: str, steps: tuple[Step, ...] = STEPS, entries: dict | None = None
+) -> list[Step]:
+    """The notebooks that would run, in order, assuming each one that runs changes what it publishes.
+    ``entries``: the manifest's records (default: read from its file)."""
+    if entries is None:
+        entries = _read_manifest(_manifest_path(root, profile)).get("notebooks", {})
+    stale: list[Step] = []
+    for step in steps:
+        upstream = any(set(step.reads) & set(earlier.writes) for earlier in stale)
+        if upstream or not _up_to_date(root, step, profile, entries.get(step.notebook)):
+            stale.append(step)
+    return stale
+
+
+_RUNNER = """
+import resource, sys, papermill
+source, target, profile, cwd, timeout = sys.argv[1:6]
+papermill.execute_notebook(source, target, parameters={"profile": profile}, cwd=cwd,
+                           progress_bar=False, execution_timeout=int(timeout))
+print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
+    """Run one notebook with papermill in a child process; the executed copy appears atomically."""
+    out_dir = _executed_dir(root, profile)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final, temporary = out_dir / f"{step.notebook}.ipynb", out_dir / f".{step.notebook}.tmp.ipynb"
+    source = root / "notebooks" / f"{step.notebook}.ipynb"
+    command = [sys.executable, "-c", _RUNNER, str(source), str(temporary), profile, str(root / "notebooks"),
+               str(timeout)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=timeout + 120,
+                              capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        temporary.unlink(missing_ok=True)
+        raise SystemExit(f"{step.notebook} ran past its {timeout} s limit and was stopped; its saved state "
+                         "in runs/ (if any) lets the next run resume it") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        temporary.unlink(missing_ok=True)
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise SystemExit(f"{step.notebook} failed after {seconds:.0f} s; the published copy is unchanged.\n"
+                         f"{tail}")
+    os.replace(temporary, final)
+    peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))
+    return {"wall_seconds": round(seconds, 1), "peak_memory_mb": round(peak / 1024, 1),
+            "executed": file_sha256(final)}
+
+
+def run_pipeline(
+    root: Path, profile: str, *, only: list[str] | None = None, force: list[str] | None = None,
+    steps: tuple[Step, ...] = STEPS, timeout: int | None = None, log=print,
+) -> list[str]:
+    """Run every stale notebook (or only those named), recording each in the manifest as it ends.
+
+    Returns the names of the notebooks that ran.
+    """
+    known = {step.notebook for step in steps}
+    for name in (only or []) + (force or []):
+        if name not in known:
+            raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(sorted(known))}")
+    manifest_path = _manifest_path(root, profile)
+    manifest = _read_manifest(manifest_path)
+    entries = manifest.setdefault("notebooks", {})
+    for name in force or []:
+        entries.pop(name, None)
+    todo = [step for step in plan(root, profile, steps, entries) if not only or step.notebook in only]
+    for step in steps:
+        if step not in todo and (not only or step.notebook in only):
+            log(f"{step.notebook}: unchanged, skipped")
+    ran = []
+    for step in todo:
+        log(f"{step.notebook}: running in the {profile} profile ...")
+        result = _execute(root, step, profile, timeout or TIMEOUTS[profile])
+        entries[step.notebook] = {
+            "key": notebook_key(root, step, profile),
+            "outputs": {path: file_sha256(root / path) for path in step.writes
+                        if profile != "smoke" and (root / path).is_file()},
+            "hardware": hardware(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **result,
+        }
+        write_json(manifest_path, manifest)
+        ran.append(step.notebook)
+        log(f"{step.notebook}: done in {result['wall_seconds']:.0f} s, peak memory "
+            f"{result['peak_memory_mb']:.0f} MB")
+    return ran
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m genmodels.pipeline",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default=None,
+                        help="smoke, cpu, gpu or auto (default: $GENMODELS_PROFILE, else auto)")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these, if they are stale")
+    parser.add_argument("--force", nargs="+", metavar="NOTEBOOK", help="run these even if unchanged")
+    parser.add_argument("--all", action="store_true", help="gpu: run every stale notebook in one command")
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
+    args = parser.parse_args(argv)
+    profile = resolve_profile(args.profile)
+    if profile == "gpu" and not (args.only or args.all):
+        stale = plan(args.root, profile)
+        print("The gpu profile is sized so that each notebook fits one command of at most 10 minutes on "
+              "a lent GPU.\nRun these one at a time (each resumes through the manifest):")
+        for step in stale:
+            print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}")
+        if not stale:
+            print("  (nothing: every notebook is up to date)")
+        return
+    run_pipeline(args.root, profile, only=args.only, force=args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The results pipeline: dependency order, skipping what is unchanged, resuming after an interruption,
+atomic executed copies, and a smoke run that never touches the published folders."""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from genmodels import pipeline
+from genmodels.pipeline import STEPS, Step, notebook_key, plan, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two tiny "chapters" and an "evaluation" that reads what both publish.
+TINY = (
+    Step("01_a", writes=("checkpoints/a.txt",)),
+    Step("02_b", writes=("checkpoints/b.txt",)),
+    Step("09_eval", reads=("checkpoints/a.txt", "checkpoints/b.txt"), writes=("results/metrics.json",)),
+)
+
+
+def write_notebook(root: Path, name: str, body: str) -> None:
+    cells = [nbformat.v4.new_code_cell("profile = None", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell(body)]
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata=kernel)
+    nbformat.write(notebook, root / "notebooks" / f"{name}.ipynb")
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    for folder in ("checkpoints", "results"):
+        (tmp_path / folder).mkdir()
+    for name in ("a", "b"):
+        write_notebook(tmp_path, f"0{'12'['ab'.index(name)]}_{name}",
+                       f"if profile != 'smoke':\n    open('../checkpoints/{name}.txt', 'w').write('{name}1')")
+    write_notebook(tmp_path, "09_eval",
+                   "a, b = open('../checkpoints/a.txt').read(), open('../checkpoints/b.txt').read()\n"
+                   "if profile != 'smoke':\n    open('../results/metrics.json', 'w').write(a + b)")
+    return tmp_path
+
+
+def run(repo: Path, profile="cpu", **kwargs) -> list[str]:
+    return run_pipeline(repo, profile, steps=TINY, timeout=120, log=lambda message: None, **kwargs)
+
+
+@pytest.mark.slow
+def test_runs_in_order_then_skips_what_is_unchanged_and_reruns_what_depends_on_a_change(repo):
+    assert run(repo) == ["01_a", "02_b", "09_eval"]
+    assert (repo / "results/metrics.json").read_text() == "a1b1"
+    manifest = json.loads((repo / "results/pipeline.json").read_text())["notebooks"]
+    for name, entry in manifest.items():
+        assert entry["wall_seconds"] > 0 and entry["peak_memory_mb"] > 10, name
+        assert entry["key"]["profile"] == "cpu"
+        executed = nbformat.read(repo / "book/notebooks" / f"{name}.ipynb", as_version=4)
+        assert executed.metadata.papermill.parameters == {"profile": "cpu"}
+    assert run(repo) == []  # nothing changed
+
+    write_notebook(repo, "02_b", "if profile != 'smoke':\n    open('../checkpoints/b.txt', 'w').write('b2')")
+    assert plan(repo, "cpu", TINY) == [TINY[1], TINY[2]]
+    assert run(repo) == ["02_b", "09_eval"]  # the chapter, and the evaluation that reads it
+    assert (repo / "results/metrics.json").read_text() == "a1b2"
+
+    (repo / "checkpoints/a.txt").write_text("tampered")  # a published file changed by hand
+    assert run(repo) == ["01_a", "09_eval"]
+    assert run(repo, force=["09_eval"]) == ["09_eval"]
+
+
+@pytest.mark.slow
+def test_an_interruption_costs_only_the_notebook_it_happened_in(repo, monkeypatch):
+    real_execute, calls = pipeline._execute, []
+
+    def interrupted(root, step, profile, timeout):
+        calls.append(step.notebook)
+        if step.notebook == "02_b":
+            raise KeyboardInterrupt
+        return real_execute(root, step, profile, timeout)
+
+    monkeypatch.setattr(pipeline, "_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(repo)
+    monkeypatch.undo()
+    assert run(repo) == ["02_b", "09_eval"]  # 01_a is not run again
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_keeps_the_published_copy_and_leaves_no_temporary(repo):
+    run(repo, only=["01_a"])
+    published = (repo / "book/notebooks/01_a.ipynb").read_bytes()
+    write_notebook(repo, "01_a", "raise ValueError('broken chapter')")
+    with pytest.raises(SystemExit, match="01_a failed after .* the published copy is unchanged"):
+        run(repo, only=["01_a"])
+    assert (repo / "book/notebooks/01_a.ipynb").read_bytes() == published
+    assert sorted(p.name for p in (repo / "book/notebooks").iterdir()) == ["01_a.ipynb"]
+
+
+@pytest.mark.slow
+def test_a_smoke_run_writes_nothing_published(repo):
+    assert run(repo, "smoke", only=["01_a"]) == ["01_a"]
+    assert (repo / "book/_build/smoke/01_a.ipynb").is_file()
+    assert (repo / "book/_build/smoke/pipeline.json").is_file()
+    assert not (repo / "book/notebooks").exists() and not (repo / "results/pipeline.json").exists()
+    assert list((repo / "checkpoints").iterdir()) == []
+
+
+def test_unknown_notebooks_and_a_damaged_manifest_are_clear_errors(repo):
+    with pytest.raises(SystemExit, match="no notebook '03_c'; the notebooks are 01_a, 02_b, 09_eval"):
+        run(repo, only=["03_c"])
+    (repo / "results/pipeline.json").write_text("{broken")
+    with pytest.raises(SystemExit, match="pipeline.json is not valid JSON.*git checkout"):
+        run(repo)
+
+
+def test_the_key_names_source_profile_and_inputs(repo):
+    key = notebook_key(repo, TINY[2], "cpu")
+    assert set(key) == {"source", "profile", "checkpoints/a.txt", "checkpoints/b.txt"}
+    assert key["checkpoints/a.txt"] == "missing"
+    (repo / "checkpoints/a.txt").write_text("x")
+    assert notebook_key(repo, TINY[2], "cpu")["checkpoints/a.txt"] != "missing"
+    assert notebook_key(repo, TINY[2], "gpu") != notebook_key(repo, TINY[2], "cpu")
+
+
+def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_write():
+    names = [step.notebook for step in STEPS]
+    assert sorted(names) == sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    published: set[str] = set()
+    for step in STEPS:
+        source = (ROOT / "notebooks" / f"{step.notebook}.py").read_text()
+        for path in step.reads:
+            assert path in published, f"{step.notebook} reads {path} before any notebook publishes it"
+        for path in step.reads + step.writes:
+            file_name = Path(path).name
+            stem = re.sub(r"\d+", "", Path(path).stem)  # vae-j32 is written as vae-j{latent_dim}
+            assert file_name in source or stem.split("-")[0] in source, (step.notebook, path)
+        published |= set(step.writes)
+    checkpoints = {f"checkpoints/{p.name}" for p in (ROOT / "checkpoints").glob("*.pt")}
+    assert checkpoints <= published, "a published checkpoint that no notebook declares it writes"

@@ -138,3 +138,13 @@ def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_writ
         published |= set(step.writes)
     checkpoints = {f"checkpoints/{p.name}" for p in (ROOT / "checkpoints").glob("*.pt")}
     assert checkpoints <= published, "a published checkpoint that no notebook declares it writes"
+
+
+def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, capsys):
+    """A lent GPU runs one command of at most 10 minutes at a time: `make results PROFILE=gpu` plans."""
+    monkeypatch.setenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", "1")  # this machine has no CUDA
+    pipeline.main(["--profile", "gpu", "--root", str(ROOT)])
+    printed = capsys.readouterr().out
+    commands = [line.strip() for line in printed.splitlines() if "--only" in line]
+    assert [c.split("--only ")[1] for c in commands] == [step.notebook for step in STEPS]
+    assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)

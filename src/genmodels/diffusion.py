@@ -24,14 +24,21 @@ __all__ = [
     "ddim_sample",
     "ddim_timesteps",
     "discretized_gaussian_log_likelihood",
+    "dpm_solver_2m_sample",
     "extract",
     "gaussian_data_eps",
+    "logsnr_timesteps",
     "loss_simple",
+    "min_snr_weight",
     "p_mean_variance",
+    "predict_eps_from_v",
     "predict_x0",
+    "predict_x0_from_v",
     "prior_term",
     "q_posterior",
     "q_sample",
+    "snr",
+    "v_target",
     "vlb_terms",
 ]
 
@@ -265,6 +272,109 @@ def ddim_sample(
         if sigma > 0 and following > 0:
             x = x + sigma * torch.randn(shape, generator=generator, device=device)
     return x
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """``steps`` timesteps from T down to 1 whose log-SNR lambda_t = log(alpha_t / sigma_t) is evenly
+    spaced (Lu et al. 2022's recommended spacing), each rounded to the nearest integer t."""
+    if not 2 <= steps <= schedule.T:
+        raise ValueError(f"steps must lie in 2..T = 2..{schedule.T}, got {steps}")
+    alpha_bar = schedule.alpha_bar.double()[1:]  # t = 1..T
+    lambdas = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # decreasing in t
+    targets = torch.linspace(lambdas[-1].item(), lambdas[0].item(), steps, dtype=torch.float64)
+    nearest = (lambdas[None, :] - targets[:, None]).abs().argmin(dim=1) + 1
+    return sorted(set(nearest.tolist()), reverse=True)
+
+
+@torch.no_grad()
+def dpm_solver_2m_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int | None = None,
+    timesteps: list[int] | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE solved in log-SNR time
+    lambda = log(alpha / sigma), with the data prediction x0_theta, to second order, one network
+    call per step. From t to s with h = lambda_s - lambda_t:
+
+    x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) D,  D = (1 + 1/(2r)) x0_t - (1/(2r)) x0_prev,
+
+    r = h_prev / h; the first step uses D = x0_t (this is DDIM, eta = 0) and the last one, to the data
+    (sigma = 0), lands on x0_t. ``timesteps`` (decreasing, in 1..T) default to ``steps`` of them
+    evenly spaced in lambda (:func:`logsnr_timesteps`), so that r = 1 and no step extrapolates far.
+    """
+    times = timesteps if timesteps is not None else logsnr_timesteps(schedule, steps or 20)
+    if not times or any(not 1 <= t <= schedule.T for t in times) or sorted(set(times), reverse=True) != times:
+        raise ValueError(f"timesteps must decrease strictly within 1..T = 1..{schedule.T}, got {times}")
+    alpha_bar = schedule.alpha_bar.double()
+    x = torch.randn(shape, generator=generator, device=device)
+    previous_x0, previous_h = None, None
+    for current, following in zip(times, [*times[1:], 0], strict=True):
+        t = torch.full((shape[0],), current, device=device, dtype=torch.long)
+        x0 = predict_x0(schedule, x, t, model(x, t))
+        if following == 0:  # sigma_s = 0: e^{-h} = 0 and x_s = alpha_s D = x0 (first order at the end)
+            return x0
+        alpha_t, sigma_t = alpha_bar[current].sqrt().item(), (1 - alpha_bar[current]).sqrt().item()
+        alpha_s, sigma_s = alpha_bar[following].sqrt().item(), (1 - alpha_bar[following]).sqrt().item()
+        h = math.log(alpha_s / sigma_s) - math.log(alpha_t / sigma_t)
+        if previous_x0 is None:
+            d = x0
+        else:
+            r = previous_h / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+        x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
+        previous_x0, previous_h = x0, h
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# Other parameterizations and loss weights (Salimans & Ho 2022; Hang et al. 2023). With
+# alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), x_t = alpha_t x_0 + sigma_t eps.
+
+
+def snr(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t, per timestep (B,)."""
+    alpha_bar = schedule.alpha_bar.double().to(t.device)[t]
+    return (alpha_bar / (1 - alpha_bar)).float()
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma weight of the epsilon loss (Hang et al. 2023): min(SNR_t, gamma) / SNR_t, (B,).
+
+    ||eps - eps_theta||^2 = SNR_t ||x0 - x0_theta||^2, so this weight caps the x0-space weight at gamma.
+    """
+    if gamma <= 0:
+        raise ValueError(f"gamma must be positive (Hang et al. use 5), got {gamma}")
+    ratio = snr(schedule, t)
+    return ratio.clamp(max=gamma) / ratio
+
+
+def v_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v = alpha_t eps - sigma_t x_0, the velocity a v-prediction network regresses on."""
+    _check_timesteps(schedule, t, x0)
+    return extract(schedule.sqrt_alpha_bar, t, x0.shape) * noise - extract(
+        schedule.sqrt_one_minus_alpha_bar, t, x0.shape) * x0
+
+
+def predict_x0_from_v(
+    schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """x_0 = alpha_t x_t - sigma_t v (since alpha_t^2 + sigma_t^2 = 1)."""
+    _check_timesteps(schedule, t, xt)
+    return extract(schedule.sqrt_alpha_bar, t, xt.shape) * xt - extract(
+        schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * v
+
+
+def predict_eps_from_v(
+    schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """eps = sigma_t x_t + alpha_t v."""
+    _check_timesteps(schedule, t, xt)
+    return extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * xt + extract(
+        schedule.sqrt_alpha_bar, t, xt.shape) * v
 
 
 def discretized_gaussian_log_likelihood(

@@ -1,0 +1,148 @@
+"""Fast samplers and other parameterizations, checked against diffusers' schedulers (an independent
+implementation, test-only) driven by the exact noise predictor of Gaussian data, and against
+closed-form Bayes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genmodels.diffusion import (
+    NoiseSchedule,
+    ddim_sample,
+    dpm_solver_2m_sample,
+    gaussian_data_eps,
+    logsnr_timesteps,
+    min_snr_weight,
+    predict_eps_from_v,
+    predict_x0,
+    predict_x0_from_v,
+    snr,
+    v_target,
+)
+
+diffusers = pytest.importorskip("diffusers", reason="diffusers (a test-only dependency) is not installed")
+
+schedule = NoiseSchedule(T=1000)
+MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
+COVARIANCE = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
+exact_eps = gaussian_data_eps(schedule, MEAN, COVARIANCE)
+
+
+def diffusers_scheduler(cls, **kwargs):
+    """A diffusers scheduler on this schedule's betas (their timestep k is the book's t = k + 1)."""
+    return cls(num_train_timesteps=schedule.T, trained_betas=schedule.beta[1:].double().numpy(), **kwargs)
+
+
+@pytest.mark.parametrize("steps", [5, 10, 20, 50])
+def test_dpm_solver_2m_follows_diffusers_step_for_step(steps):
+    reference = diffusers_scheduler(diffusers.DPMSolverMultistepScheduler, algorithm_type="dpmsolver++",
+                                    solver_order=2, prediction_type="epsilon", timestep_spacing="linspace",
+                                    final_sigmas_type="zero", lower_order_final=True)
+    reference.set_timesteps(steps)
+    timesteps = [int(k) + 1 for k in reference.timesteps]
+    x_T = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
+    x = x_T.clone()
+    for k in reference.timesteps:
+        t = torch.full((len(x),), int(k) + 1)
+        x = reference.step(exact_eps(x, t), k, x).prev_sample
+    ours = dpm_solver_2m_sample(exact_eps, schedule, (512, 2), timesteps=timesteps,
+                                generator=torch.Generator().manual_seed(0))
+    assert len(timesteps) == steps
+    torch.testing.assert_close(ours, x.to(ours.dtype), atol=2e-4, rtol=2e-4)
+
+
+def test_dpm_solver_2m_converges_faster_than_ddim_along_the_same_paths():
+    """Both solve the probability-flow ODE from the same x_T; 1000 DDIM steps are the reference path.
+    (Measured: mean error 0.020 at 10 steps and 0.009 at 20, against DDIM's 0.120 and 0.059.)"""
+    def draw(sampler, steps):
+        return sampler(exact_eps, schedule, (1000, 2), steps=steps,
+                       generator=torch.Generator().manual_seed(0)).double()
+
+    reference = draw(ddim_sample, 1000)
+    error = {(name, n): (draw(sampler, n) - reference).abs().mean().item()
+             for name, sampler in (("2M", dpm_solver_2m_sample), ("DDIM", ddim_sample)) for n in (10, 20)}
+    for n in (10, 20):
+        assert error["2M", n] < error["DDIM", n] / 4, error
+    assert error["2M", 20] < error["2M", 10] / 2 and error["DDIM", 20] > error["DDIM", 10] / 2.5, error
+    torch.testing.assert_close(reference.mean(0), MEAN, atol=0.03, rtol=0)  # the reference is the data
+
+
+def test_the_first_step_is_ddim():
+    """Without a previous data prediction, the step is first order: DDIM with eta = 0."""
+    first = dpm_solver_2m_sample(exact_eps, schedule, (64, 2), timesteps=[1000, 1],
+                                 generator=torch.Generator().manual_seed(2))
+    ddim = ddim_sample(exact_eps, schedule, (64, 2), steps=2, eta=0.0,
+                       generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(first, ddim)
+
+
+def test_logsnr_timesteps_are_evenly_spaced_in_log_snr():
+    times = logsnr_timesteps(schedule, 10)
+    assert times[0] == schedule.T and times[-1] == 1 and len(times) == 10
+    alpha_bar = schedule.alpha_bar.double()[times]
+    gaps = np.diff(0.5 * np.log((alpha_bar / (1 - alpha_bar)).numpy()))
+    assert np.all(gaps > 0) and gaps.max() / gaps.min() < 1.5  # rounding t to integers moves them a little
+    with pytest.raises(ValueError, match="steps must lie in 2..T"):
+        logsnr_timesteps(schedule, 1)
+
+
+@pytest.mark.parametrize("bad", [[], [500, 1000], [1001, 10], [10, 0], [20, 20, 10]])
+def test_dpm_solver_refuses_timesteps_that_do_not_decrease_within_1_to_T(bad):
+    with pytest.raises(ValueError, match="decrease strictly within 1..T"):
+        dpm_solver_2m_sample(exact_eps, schedule, (2, 2), timesteps=bad)
+
+
+def posterior_mean_x0(xt: torch.Tensor, t: int) -> torch.Tensor:
+    """E[x_0 | x_t] for Gaussian data by Bayes' rule: mean + alpha Sigma C^{-1} (x_t - alpha mean)."""
+    alpha_bar = schedule.alpha_bar.double()[t]
+    alpha = alpha_bar.sqrt()
+    c = alpha_bar * COVARIANCE + (1 - alpha_bar) * torch.eye(2, dtype=torch.float64)
+    return MEAN + (alpha * COVARIANCE @ torch.linalg.solve(c, (xt.double() - alpha * MEAN).T)).T
+
+
+@pytest.mark.parametrize("step", [1, 10, 300, 999])
+def test_v_prediction_converts_to_the_bayes_optimal_x0_and_eps(step):
+    xt = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(step))
+    t = torch.full((256,), step)
+    eps = exact_eps(xt, t)
+    x0 = posterior_mean_x0(xt, step)  # independent of genmodels' predict_x0
+    alpha, sigma = schedule.alpha_bar.double()[step].sqrt(), (1 - schedule.alpha_bar.double()[step]).sqrt()
+    v = alpha * eps - sigma * x0  # the optimal v-predictor, E[v | x_t]
+    torch.testing.assert_close(predict_x0_from_v(schedule, xt, t, v), x0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(predict_eps_from_v(schedule, xt, t, v), eps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(predict_x0(schedule, xt, t, eps), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_v_target_matches_diffusers_get_velocity():
+    reference = diffusers_scheduler(diffusers.DDPMScheduler)
+    x0 = torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    t = torch.randint(1, schedule.T + 1, (32,), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(v_target(schedule, x0, t, noise), reference.get_velocity(x0, noise, t - 1),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_snr_and_min_snr_weight_match_diffusers_training_utils():
+    from diffusers.training_utils import compute_snr
+
+    reference = diffusers_scheduler(diffusers.DDPMScheduler)
+    t = torch.tensor([1, 2, 10, 100, 500, 1000])
+    expected = compute_snr(reference, t - 1)
+    # diffusers keeps alpha_bar in float32, so 1 - alpha_bar_t at small t is good to about 3e-4
+    torch.testing.assert_close(snr(schedule, t), expected.float(), rtol=1e-3, atol=0)
+    weight = min_snr_weight(schedule, t, gamma=5.0)
+    torch.testing.assert_close(weight, torch.minimum(expected, torch.full_like(expected, 5.0)) / expected,
+                               rtol=1e-3, atol=0)
+    assert weight[0] < 1e-3 and weight[-1] == 1.0  # small t: capped; large t: unweighted
+    with pytest.raises(ValueError, match="gamma must be positive"):
+        min_snr_weight(schedule, t, gamma=0)
+
+
+def test_min_snr_weight_caps_the_weight_in_x0_space():
+    """||eps - eps_hat||^2 = SNR ||x0 - x0_hat||^2: after weighting, the x0-space weight is min(SNR, 5)."""
+    t = torch.arange(1, schedule.T + 1)
+    x0_weight = min_snr_weight(schedule, t) * snr(schedule, t)
+    assert math.isclose(x0_weight.max().item(), 5.0, rel_tol=1e-5)
+    assert np.all(np.diff(x0_weight.numpy()) <= 1e-6)  # non-increasing in t

@@ -2,7 +2,6 @@
 implementation, test-only) driven by the exact noise predictor of Gaussian data, and against
 closed-form Bayes."""
 
-import math
 
 import numpy as np
 import pytest
@@ -140,9 +139,28 @@ def test_snr_and_min_snr_weight_match_diffusers_training_utils():
         min_snr_weight(schedule, t, gamma=0)
 
 
-def test_min_snr_weight_caps_the_weight_in_x0_space():
-    """||eps - eps_hat||^2 = SNR ||x0 - x0_hat||^2: after weighting, the x0-space weight is min(SNR, 5)."""
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_min_snr_weight_caps_the_weight_in_x0_space(prediction):
+    """Measured on the errors themselves: an x0 error dx0 at fixed x_t is an eps error -alpha/sigma dx0
+    and a v error -dx0/sigma; after weighting, the x0-space weight is min(SNR_t, 5)."""
     t = torch.arange(1, schedule.T + 1)
-    x0_weight = min_snr_weight(schedule, t) * snr(schedule, t)
-    assert math.isclose(x0_weight.max().item(), 5.0, rel_tol=1e-5)
-    assert np.all(np.diff(x0_weight.numpy()) <= 1e-6)  # non-increasing in t
+    xt, dx0 = torch.randn(schedule.T, 4, dtype=torch.float64), torch.randn(schedule.T, 4, dtype=torch.float64)
+    alpha_bar = schedule.alpha_bar.double()[t][:, None]
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    x0 = torch.randn(schedule.T, 4, dtype=torch.float64)
+    if prediction == "eps":  # eps = (x_t - alpha x0) / sigma
+        error = ((xt - alpha * x0) / sigma - (xt - alpha * (x0 + dx0)) / sigma).pow(2).sum(1)
+    else:  # v = (alpha x_t - x0) / sigma
+        error = ((alpha * xt - x0) / sigma - (alpha * xt - (x0 + dx0)) / sigma).pow(2).sum(1)
+    x0_weight = min_snr_weight(schedule, t, prediction=prediction).double() * error / dx0.pow(2).sum(1)
+    expected = snr(schedule, t).double().clamp(max=5.0)
+    torch.testing.assert_close(x0_weight, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_clipping_x0_keeps_samples_in_the_image_range():
+    far = gaussian_data_eps(schedule, torch.tensor([3.0, -3.0], dtype=torch.float64), COVARIANCE)
+    clipped = dpm_solver_2m_sample(far, schedule, (256, 2), steps=10, clip_x0=True,
+                                   generator=torch.Generator().manual_seed(0))
+    assert clipped.abs().max() <= 1.0
+    free = dpm_solver_2m_sample(far, schedule, (256, 2), steps=10, generator=torch.Generator().manual_seed(0))
+    assert free.abs().max() > 2.0

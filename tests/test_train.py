@@ -352,3 +352,19 @@ def test_the_command_line_prints_the_resolved_profile(monkeypatch):
         run = subprocess.run([sys.executable, "-m", "genmodels.train", asked], capture_output=True, text=True,
                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
         assert run.returncode == 0 and run.stdout == f"{expected}\n", run.stderr
+
+
+def test_power_ema_weights_update_n_in_proportion_to_n_to_the_gamma():
+    model = torch.nn.Linear(1, 1, bias=False)
+    values = np.random.default_rng(0).normal(size=300)
+    for gamma in (0.0, 6.94):
+        ema = train.power_ema(model, gamma=gamma)
+        for value in values:
+            with torch.no_grad():
+                model.weight.fill_(float(value))
+            ema.update_parameters(model)
+        weights = np.arange(1, len(values) + 1, dtype=np.float64) ** gamma
+        expected = (weights * values).sum() / weights.sum()
+        assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="gamma must be greater than -1"):
+        train.power_ema(model, gamma=-1)

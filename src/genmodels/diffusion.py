@@ -295,6 +295,7 @@ def dpm_solver_2m_sample(
     timesteps: list[int] | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE solved in log-SNR time
     lambda = log(alpha / sigma), with the data prediction x0_theta, to second order, one network
@@ -305,6 +306,9 @@ def dpm_solver_2m_sample(
     r = h_prev / h; the first step uses D = x0_t (this is DDIM, eta = 0) and the last one, to the data
     (sigma = 0), lands on x0_t. ``timesteps`` (decreasing, in 1..T) default to ``steps`` of them
     evenly spaced in lambda (:func:`logsnr_timesteps`), so that r = 1 and no step extrapolates far.
+    ``clip_x0`` clips each data prediction to [-1, 1], the range of the images (Lu et al.'s
+    thresholding in its simplest form): at large t an epsilon-network's x0 is its error amplified by
+    sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t).
     """
     times = timesteps if timesteps is not None else logsnr_timesteps(schedule, steps or 20)
     if not times or any(not 1 <= t <= schedule.T for t in times) or sorted(set(times), reverse=True) != times:
@@ -315,6 +319,8 @@ def dpm_solver_2m_sample(
     for current, following in zip(times, [*times[1:], 0], strict=True):
         t = torch.full((shape[0],), current, device=device, dtype=torch.long)
         x0 = predict_x0(schedule, x, t, model(x, t))
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
         if following == 0:  # sigma_s = 0: e^{-h} = 0 and x_s = alpha_s D = x0 (first order at the end)
             return x0
         alpha_t, sigma_t = alpha_bar[current].sqrt().item(), (1 - alpha_bar[current]).sqrt().item()
@@ -341,15 +347,20 @@ def snr(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     return (alpha_bar / (1 - alpha_bar)).float()
 
 
-def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """Min-SNR-gamma weight of the epsilon loss (Hang et al. 2023): min(SNR_t, gamma) / SNR_t, (B,).
-
-    ||eps - eps_theta||^2 = SNR_t ||x0 - x0_theta||^2, so this weight caps the x0-space weight at gamma.
+def min_snr_weight(
+    schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0, prediction: Literal["eps", "v"] = "eps"
+) -> torch.Tensor:
+    """Min-SNR-gamma loss weight (Hang et al. 2023), (B,): it caps the weight each t gets in x0-space at
+    gamma. ||eps - eps_theta||^2 = SNR_t ||x0 - x0_theta||^2 and ||v - v_theta||^2 = (SNR_t + 1)
+    ||x0 - x0_theta||^2, so the weight is min(SNR_t, gamma) / SNR_t for epsilon-prediction and
+    min(SNR_t, gamma) / (SNR_t + 1) for v-prediction.
     """
     if gamma <= 0:
         raise ValueError(f"gamma must be positive (Hang et al. use 5), got {gamma}")
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
     ratio = snr(schedule, t)
-    return ratio.clamp(max=gamma) / ratio
+    return ratio.clamp(max=gamma) / (ratio if prediction == "eps" else ratio + 1)
 
 
 def v_target(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -55,3 +55,18 @@ def test_density_and_score_shades_density_and_draws_one_arrow_per_grid_point():
     ax = density_and_score(mixture.log_prob, resolution=20)
     assert not ax.collections  # no score given, no arrows
     plt.close(ax.figure)
+
+
+def test_animation_html_plays_without_the_network():
+    from matplotlib import animation
+
+    from genmodels.plotting import animation_html
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    (line,) = ax.plot([0, 1], [0, 1])
+    movie = animation.FuncAnimation(fig, lambda k: line.set_ydata([0, k]), frames=3)
+    html = animation_html(movie)
+    plt.close(fig)
+    assert "http" not in html and "font-awesome" not in html and 'class="fa' not in html
+    assert html.count("data:image/png;base64") == 3  # every frame embedded
+    assert "<span>▶</span>" in html and "<span>❚❚</span>" in html

@@ -355,6 +355,11 @@ class GaussianMixture:
         eps = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         return self.means[component] + torch.einsum("nij,nj->ni", self._cholesky[component], eps)
 
+    def noised(self, std: float) -> GaussianMixture:
+        """p convolved with N(0, std^2 I): the same means and weights, covariances Sigma_k + std^2 I."""
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(self.means, self.covariances + std**2 * eye, self.weights)
+
 
 def eight_gaussians(radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
     """Eight equal-weight isotropic Gaussians on a circle: the classic 2-D GAN toy."""

@@ -48,6 +48,7 @@ STEPS: tuple[Step, ...] = (  # in an order where every file is published before 
     Step("02_vae", writes=CHECKPOINTS["02_vae"]),
     Step("03_wgan", writes=CHECKPOINTS["03_wgan"]),
     Step("04_ddpm", reads=CHECKPOINTS["06_feature_network"], writes=CHECKPOINTS["04_ddpm"]),
+    Step("05_langevin", reads=CHECKPOINTS["06_feature_network"] + CHECKPOINTS["04_ddpm"]),
     Step("07_evaluation", reads=tuple(path for paths in CHECKPOINTS.values() for path in paths),
          writes=("results/metrics.json",)),
 )

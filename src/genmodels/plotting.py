@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.animation import Animation
 from matplotlib.axes import Axes
 from torchvision.utils import make_grid
 
-__all__ = ["image_grid", "show_images", "density_and_score"]
+__all__ = ["animation_html", "image_grid", "show_images", "density_and_score"]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
@@ -76,3 +78,21 @@ def density_and_score(
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
     return ax
+
+
+# matplotlib's JavaScript player draws its buttons with Font Awesome icons, fetched from a CDN;
+# plain characters need no network.
+_BUTTON_GLYPHS = {
+    "fa fa-fast-backward": "⏮", "fa fa-step-backward": "⏴|", "fa fa-play fa-flip-horizontal": "◀",
+    "fa fa-pause": "❚❚", "fa fa-play": "▶", "fa fa-step-forward": "|⏵", "fa fa-fast-forward": "⏭",
+    "fa fa-minus": "−", "fa fa-plus": "+",
+}
+
+
+def animation_html(animation: Animation, fps: int = 4) -> str:
+    """The animation as a self-contained HTML player (frames embedded as images), with no request to
+    the network: matplotlib's ``to_jshtml`` without its Font Awesome stylesheet."""
+    html = animation.to_jshtml(fps=fps, default_mode="once")
+    html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
+    return re.sub(r'<i class="(fa [^"]*)"></i>',
+                  lambda match: f"<span>{_BUTTON_GLYPHS.get(match.group(1), '·')}</span>", html)

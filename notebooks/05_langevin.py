@@ -304,6 +304,22 @@ for ax, k in zip(axes, picks, strict=True):
 fig.tight_layout()
 
 # %% [markdown]
+# The paths of six particles from the fourth noise level on (before it, the noise is so large that
+# every step jumps across the picture): each settles into one of the eight modes as sigma shrinks.
+
+# %%
+settling = [x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level]  # level 4 on
+paths = torch.stack([x[:6] for x in settling], dim=1)  # (6 particles, frames, 2)
+fig, ax = plt.subplots(figsize=(4, 4))
+density_and_score(mixture.log_prob, limits=(-3.5, 3.5), ax=ax)
+for path in paths:
+    ax.plot(path[:, 0], path[:, 1], lw=1, alpha=0.8)
+    ax.plot(path[0, 0], path[0, 1], "wo", ms=4, mec="k")  # where the fourth level begins
+    ax.plot(path[-1, 0], path[-1, 1], "k.", ms=6)  # where the last level ends
+ax.set_title(f"annealed Langevin: 6 paths, σ ≤ {sigmas[3]:.2f}", fontsize=9)
+glue("langevin_trajectories", fig, display=False)
+
+# %% [markdown]
 # ## 5. Learning the score by denoising
 #
 # A small network $s_\theta(x, \sigma)$ learns the noised scores of the mixture from samples alone,
@@ -371,6 +387,19 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
           f"noised mixture: {relative:.3f}")
 fig.tight_layout()
 glue("langevin_learned_score", fig, display=False)
+
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
+    noised = mixture.noised(level)
+    sub = grid.reshape(60, 60, 2)[::3, ::3].reshape(-1, 2)
+    with torch.no_grad():
+        gap = score_net(sub, torch.tensor([[level]], dtype=torch.float64)) - noised.score(sub)
+    size = (gap.norm(dim=1) / noised.score(sub).norm(dim=1).clamp_min(1.0)).numpy()  # relative size
+    density_and_score(noised.log_prob, limits=(-3, 3), ax=ax)
+    arrows = ax.quiver(sub[:, 0], sub[:, 1], gap[:, 0], gap[:, 1], size, cmap="Reds", angles="xy")
+    ax.set_title(f"σ = {level:.2f}: learned − exact", fontsize=8)
+fig.colorbar(arrows, ax=axes, shrink=0.8, label="‖learned − exact‖ / max(‖exact‖, 1)")
+glue("langevin_score_difference", fig, display=False)
 glue("langevin_dsm_error", f"{max(e['relative'] for e in errors):.2f}", display=False)
 
 learned_chain = annealed_langevin_sample(

@@ -38,6 +38,19 @@ def published(tmp_path) -> Path:
     return tmp_path
 
 
+def interrupt_rename(monkeypatch, number: int) -> None:
+    """Make the ``number``-th os.replace raise KeyboardInterrupt (Ctrl-C, or the machine going away)."""
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination):
+        calls.append(destination)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", replace)
+
+
 def republish(folder: Path) -> None:
     publish_checkpoint(folder / "a.pt", nn.Linear(32, 32), config={"width": 32}, record={"profile": "gpu"},
                        step=2)
@@ -47,15 +60,7 @@ def republish(folder: Path) -> None:
 def test_publishing_interrupted_at_any_rename_leaves_every_file_as_it_was(published, monkeypatch,
                                                                           failing_rename):
     before = snapshot(published)
-    real_replace, calls = os.replace, []
-
-    def replace(source, destination):
-        calls.append(destination)
-        if len(calls) == failing_rename:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C, or the machine went away
-        real_replace(source, destination)
-
-    monkeypatch.setattr(train.os, "replace", replace)
+    interrupt_rename(monkeypatch, failing_rename)
     with pytest.raises(KeyboardInterrupt):
         republish(published)
     monkeypatch.undo()
@@ -86,15 +91,7 @@ def test_publishing_interrupted_while_writing_any_file_leaves_every_file_as_it_w
 
 
 def test_a_first_publication_interrupted_leaves_nothing_behind(tmp_path, monkeypatch):
-    real_replace, calls = os.replace, []
-
-    def replace(source, destination):
-        calls.append(destination)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        real_replace(source, destination)
-
-    monkeypatch.setattr(train.os, "replace", replace)
+    interrupt_rename(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         publish_checkpoint(tmp_path / "new.pt", nn.Linear(2, 2), config={}, record={})
     assert list(tmp_path.iterdir()) == []  # what did not exist before does not exist now

@@ -25,15 +25,26 @@
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Running it again does nothing new.
+import importlib.util
 import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
+BOOK = "/content/book"
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
-    os.chdir("/content/book/notebooks")
+    if not os.path.isdir(f"{BOOK}/.git"):
+        clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
+        cloned = subprocess.run(clone, capture_output=True, text=True)
+        if cloned.returncode != 0:
+            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
+                               f"{cloned.stderr.strip()} (check the runtime's network, or "
+                               f"move {BOOK} aside, then run this cell again)")
+    if importlib.util.find_spec("genmodels") is None:
+        install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
+        subprocess.run(install, check=True)
+    os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
@@ -44,7 +55,6 @@ train_from_scratch = True  # False: load the published checkpoint instead of tra
 # %%
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,12 +68,13 @@ from genmodels.latent import LinearGaussian
 from genmodels.plotting import show_images
 from genmodels.train import (
     hardware,
-    load_checkpoint,
     pick_device,
     progress,
     publish_checkpoint,
     resolve_profile,
+    resume,
     save_checkpoint,
+    scratch_dir,
     seed_everything,
 )
 from genmodels.vae import (
@@ -85,8 +96,10 @@ sizes = {  # what each compute profile affords
     "gpu": dict(n_train=60_000, epochs=400, epochs_2d=50, n_test_nll=10_000, iwae_k=5_000),
 }[profile]
 batch_size, learning_rate = 128, 1e-3
-published = Path("../checkpoints") if profile != "smoke" else Path(tempfile.mkdtemp())
-runs = Path("../runs") if profile != "smoke" else Path(tempfile.mkdtemp())  # resumable state
+checkpoints = Path("../checkpoints")  # the published weights
+# Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
+published = checkpoints if profile != "smoke" else scratch_dir("vae")
+runs = Path("../runs") if profile != "smoke" else scratch_dir("vae-runs")  # resumable state
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %% [markdown]
@@ -200,9 +213,10 @@ def train_vae(config: VAEConfig, epochs: int, name: str):
     steps_per_epoch = math.ceil(len(train_pixels) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     history, seconds, start_epoch = [], 0.0, 0
+    run = dict(config=config, epochs=epochs, seed=seed, n_train=len(train_pixels),
+               batch_size=batch_size, learning_rate=learning_rate)  # resume only this run
     resume_path = runs / f"{name}-last.pt"
-    if resume_path.exists():
-        state = load_checkpoint(resume_path, model, optimizer=optimizer, restore_rng=True)
+    if state := resume(resume_path, model, optimizer=optimizer, run=run):
         schedule.load_state_dict(state["extra"]["schedule"])
         history, seconds, start_epoch = state["extra"]["history"], state["extra"]["seconds"], state["step"]
         print(f"resuming {name} after epoch {start_epoch}")
@@ -228,7 +242,8 @@ def train_vae(config: VAEConfig, epochs: int, name: str):
                             test_bce=-test_terms.reconstruction.mean().item(),
                             test_kl=test_terms.kl.mean().item()))
         save_checkpoint(resume_path, model, optimizer=optimizer, config=config, step=epoch + 1,
-                        extra=dict(history=history, seconds=seconds, schedule=schedule.state_dict()))
+                        run=run, extra=dict(history=history, seconds=seconds,
+                                            schedule=schedule.state_dict()))
     return model.eval(), history, seconds
 
 
@@ -238,7 +253,7 @@ published_path = published / f"vae-j{latent_dim}.pt"
 if train_from_scratch:
     vae, history, train_seconds = train_vae(config, sizes["epochs"], f"vae-j{latent_dim}-{profile}")
 else:
-    vae, checkpoint = load_vae(published_path, map_location=device)
+    vae, checkpoint = load_vae(checkpoints / f"vae-j{latent_dim}.pt", map_location=device)
     record = checkpoint["extra"]["record"]
     history, train_seconds = record["history"], record["train_seconds"]
 print(f"{len(history)} epochs in {train_seconds / 60:.1f} minutes of training on {hardware(device)}; "
@@ -329,7 +344,7 @@ if train_from_scratch:
     vae_2d, history_2d, train_seconds_2d = train_vae(VAEConfig(latent_dim=2), sizes["epochs_2d"],
                                                      f"vae-j2-{profile}")
 else:
-    vae_2d, checkpoint_2d = load_vae(published / "vae-j2.pt", map_location=device)
+    vae_2d, checkpoint_2d = load_vae(checkpoints / "vae-j2.pt", map_location=device)
     record_2d = checkpoint_2d["extra"]["record"]
     history_2d, train_seconds_2d = record_2d["history"], record_2d["train_seconds"]
 quantiles = torch.linspace(0.03, 0.97, 15)

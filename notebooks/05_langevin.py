@@ -67,10 +67,10 @@ from scipy import linalg, stats
 
 from genmodels.data import GaussianMixture, eight_gaussians, load_mnist
 from genmodels.diffusion import (
-    NoiseSchedule,
     ddim_sample,
     ddim_timesteps,
     dpm_solver_2m_sample,
+    load_ddpm,
     predict_x0,
 )
 from genmodels.features import extract_features, load_classifier
@@ -84,7 +84,6 @@ from genmodels.langevin import (
 from genmodels.metrics import FeatureStatistics, frechet_distance, to_uint8
 from genmodels.plotting import animation_html, density_and_score, show_images
 from genmodels.train import hardware, pick_device, resolve_profile, seed_everything
-from genmodels.unet import load_unet
 
 try:
     from myst_nb import glue  # stores outputs for the chapter page
@@ -413,16 +412,16 @@ glue("langevin_p_learned", f"{p_learned:.1g}", display=False)
 # %% [markdown]
 # ## 6. MNIST: the DDPM's noise predictor is a score
 #
-# The published DDPM's $\epsilon_\theta$ gives the score of the noised data at every level $t$,
+# The published DDPM's $\epsilon_\theta$ (for a network that predicts $v$, the $\epsilon$ it implies)
+# gives the score of the noised data at every level $t$,
 # $\nabla \log q_t(x) = -\epsilon_\theta(x, t) / \sqrt{1 - \bar\alpha_t}$. A predictor-corrector
 # sampler (Song et al. 2021) alternates a step of a reverse-process sampler (the predictor; here a
 # DDIM step with $\eta = 1$) with a Langevin step at the level just reached (the corrector), whose
 # size is set so that the score step is a fixed fraction $r$ of the noise step. The loop:
 
 # %%
-ddpm, ddpm_checkpoint = load_unet(Path("../checkpoints/ddpm.pt"), map_location=device)
-schedule = NoiseSchedule()
-score = score_from_eps(ddpm, schedule)
+ddpm, schedule, ddpm_checkpoint = load_ddpm(Path("../checkpoints/ddpm.pt"), map_location=device)
+score = score_from_eps(ddpm, schedule)  # a v-predicting network reaches here as its epsilon-network
 
 
 @torch.no_grad()

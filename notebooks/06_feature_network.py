@@ -28,15 +28,26 @@
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Running it again does nothing new.
+import importlib.util
 import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
+BOOK = "/content/book"
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
-    os.chdir("/content/book/notebooks")
+    if not os.path.isdir(f"{BOOK}/.git"):
+        clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
+        cloned = subprocess.run(clone, capture_output=True, text=True)
+        if cloned.returncode != 0:
+            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
+                               f"{cloned.stderr.strip()} (check the runtime's network, or "
+                               f"move {BOOK} aside, then run this cell again)")
+    if importlib.util.find_spec("genmodels") is None:
+        install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
+        subprocess.run(install, check=True)
+    os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
@@ -44,7 +55,6 @@ seed = 0  # seeds Python, NumPy and torch
 
 # %%
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +73,7 @@ from genmodels.train import (
     progress,
     publish_checkpoint,
     resolve_profile,
+    scratch_dir,
     seed_everything,
 )
 
@@ -75,7 +86,8 @@ sizes = {
     "gpu": dict(n_train=60_000, epochs=15, n_fid=10_000),
 }[profile]
 batch_size, learning_rate, target_accuracy = 128, 2e-3, 0.993
-published = Path("../checkpoints") if profile != "smoke" else Path(tempfile.mkdtemp())
+# Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
+published = Path("../checkpoints") if profile != "smoke" else scratch_dir("classifier")
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %% [markdown]

@@ -28,15 +28,26 @@
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Running it again does nothing new.
+import importlib.util
 import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/genmodels-book/a-tale-of-vaes-wgans-ddpms"
+BOOK = "/content/book"
 if "google.colab" in sys.modules:
-    subprocess.run(["git", "clone", "-q", "--depth", "1", REPOSITORY, "/content/book"], check=False)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "/content/book"], check=True)
-    os.chdir("/content/book/notebooks")
+    if not os.path.isdir(f"{BOOK}/.git"):
+        clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
+        cloned = subprocess.run(clone, capture_output=True, text=True)
+        if cloned.returncode != 0:
+            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
+                               f"{cloned.stderr.strip()} (check the runtime's network, or "
+                               f"move {BOOK} aside, then run this cell again)")
+    if importlib.util.find_spec("genmodels") is None:
+        install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
+        subprocess.run(install, check=True)
+    os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
@@ -56,7 +67,7 @@ from markdown_it import MarkdownIt
 from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
-from genmodels.diffusion import NoiseSchedule, ddim_sample
+from genmodels.diffusion import dpm_solver_2m_sample, load_ddpm
 from genmodels.features import extract_features, inception_features, load_classifier
 from genmodels.metrics import (
     FeatureStatistics,
@@ -69,15 +80,13 @@ from genmodels.plotting import show_images
 from genmodels.train import (
     git_commit,
     hardware,
-    load_checkpoint,
     pick_device,
     read_checkpoint,
     resolve_profile,
     write_json,
 )
-from genmodels.unet import load_unet
 from genmodels.vae import load_vae
-from genmodels.wgan import Generator, WGANConfig
+from genmodels.wgan import load_generator
 
 try:
     from myst_nb import glue  # stores outputs for the book's results page
@@ -115,12 +124,13 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # $[0, 1]$). Adding a model is adding one entry here. The WGANs have no likelihood, so their NLL
 # column stays empty. The VAE's NLL is in nats per image of *binarized* MNIST, the DDPM's a bound
 # in bits per pixel on MNIST's 256 grey levels: different data, so the two cannot be compared. The
-# DDPM is sampled with DDIM at the number of steps its row names, with $\eta = 1$: fresh noise at
-# every step, Algorithm 2 on a subsequence of the timesteps. (The [DDPM notebook](04_ddpm.ipynb)
-# measures what more steps buy and what Algorithm 2's 1000 steps cost; for this small network the
-# deterministic sampler, $\eta = 0$, is markedly worse than Algorithm 2 at any step count it tried.) The two VAE rows differ only in what counts
-# as "the sample": the decoder's pixel probabilities, or a Bernoulli draw from them (the model's
-# actual samples; see the [VAE notebook](02_vae.ipynb)).
+# DDPM is sampled with DPM-Solver++(2M) at the number of network calls its row names, the fast
+# sampler the [DDPM notebook](04_ddpm.ipynb) measures against Algorithm 2's 1000 calls and DDIM. The
+# two VAE rows differ only in what counts as "the sample": the decoder's pixel probabilities, or a
+# Bernoulli draw from them (the model's actual samples; see the [VAE notebook](02_vae.ipynb)). Binary
+# images are far from MNIST's grey strokes in the classifier's eyes too, so the second floor row
+# draws the same Bernoulli pixels from real training images: the best a model of binarized digits
+# can score. Each model row carries the SHA-256 of the checkpoint it measured.
 
 # %%
 vae, vae_checkpoint = load_vae(checkpoints / "vae-j32.pt", map_location=device)
@@ -136,6 +146,7 @@ class Row:
     nll_unit: str | None = None
     train_seconds: float | None = None
     params: int | None = None
+    checkpoint: str | None = None  # the published file the row measures
 
 
 def vae_sample(which: int) -> Callable[[int, int], torch.Tensor]:
@@ -150,6 +161,12 @@ def training_subset(n: int, seed: int) -> torch.Tensor:
     return train_images[seed * n:(seed + 1) * n][:, None]
 
 
+def binarized_training_images(n: int, seed: int) -> torch.Tensor:
+    """Each pixel of n training images drawn as Bernoulli(intensity / 255), as the VAE's draws are."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(training_subset(n, seed).float() / 255, generator=generator)
+
+
 def uniform_noise(n: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
@@ -161,9 +178,7 @@ def blurred_training_images(n: int, seed: int) -> torch.Tensor:
 
 
 def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
-    generator = Generator(WGANConfig()).to(device)
-    load_checkpoint(checkpoints / f"wgan-{variant}.pt", generator, map_location=device)
-    generator.eval()
+    generator, _ = load_generator(checkpoints / f"wgan-{variant}.pt", map_location=device)
 
     def sample(n: int, seed: int) -> torch.Tensor:
         with torch.no_grad():
@@ -175,34 +190,39 @@ def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
 def wgan_info(variant: str) -> dict:
     checkpoint = read_checkpoint(checkpoints / f"wgan-{variant}.pt")
     return dict(train_seconds=checkpoint["extra"]["record"]["train_seconds"],
-                params=sum(t.numel() for t in checkpoint["model"].values()))
+                params=sum(t.numel() for t in checkpoint["model"].values()), checkpoint=f"wgan-{variant}.pt")
 
 
-ddpm, ddpm_checkpoint = load_unet(checkpoints / "ddpm.pt", map_location=device)
+ddpm, ddpm_schedule, ddpm_checkpoint = load_ddpm(checkpoints / "ddpm.pt", map_location=device)
 ddpm_record = ddpm_checkpoint["extra"]["record"]
-ddim_steps = {"smoke": 5, "cpu": 50, "gpu": 50}[profile]  # smoke: only proves the row runs
-ddim_eta = 1.0  # fresh noise at every step, as Algorithm 2 (eta = 0 is the deterministic sampler)
+ddpm_calls = {"smoke": 5, "cpu": 20, "gpu": 20}[profile]  # smoke: only proves the row runs
 
 
-def ddpm_sample(n: int, seed: int, batch: int = 128) -> torch.Tensor:
+def ddpm_sample(n: int, seed: int, batch: int = 500) -> torch.Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = [ddim_sample(ddpm, NoiseSchedule(), (min(batch, n - b), 1, 28, 28), steps=ddim_steps,
-                          eta=ddim_eta, generator=generator, device=device) for b in range(0, n, batch)]
-    return ((torch.cat(chunks).cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
+    chunks = []
+    for b in range(0, n, batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16):  # as the DDPM notebook samples
+            chunks.append(dpm_solver_2m_sample(ddpm, ddpm_schedule, (min(batch, n - b), 1, 28, 28),
+                                               steps=ddpm_calls, generator=generator, device=device,
+                                               clip_x0=True))
+    return ((torch.cat(chunks).float().cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
 
 
 ddpm_bound = min(ddpm_record["nll_bits_per_dim"].values())  # the tighter of the two fixed variances
 ddpm_info = dict(nll=ddpm_bound, nll_unit="bits/dim (bound)", train_seconds=ddpm_record["train_seconds"],
-                 params=sum(p.numel() for p in ddpm.parameters()))
+                 params=sum(p.numel() for p in ddpm.parameters()), checkpoint="ddpm.pt")
 vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
-                train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()))
+                train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()),
+                checkpoint="vae-j32.pt")
 registry = [
     Row("real data: training vs test images", training_subset, "floor"),
+    Row("real data, binarized: Bernoulli draws of training images", binarized_training_images, "floor"),
     Row("VAE, decoder means", vae_sample(0), "model", **vae_info),
     Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
     Row("WGAN, weight clipping", wgan_sample("clip"), "model", **wgan_info("clip")),
     Row("WGAN-GP", wgan_sample("gp"), "model", **wgan_info("gp")),
-    Row(f"DDPM, DDIM {ddim_steps} steps, η = {ddim_eta:g}", ddpm_sample, "model", **ddpm_info),
+    Row(f"DDPM, DPM-Solver++(2M), {ddpm_calls} calls", ddpm_sample, "model", **ddpm_info),
     Row("baseline: blurred training images", blurred_training_images, "baseline"),
     Row("baseline: uniform noise", uniform_noise, "baseline"),
 ]
@@ -215,6 +235,15 @@ registry = [
 # precision and recall ($k = 3$ nearest neighbours) against the test set.
 
 # %%
+published_hashes = {name: digest for digest, name in
+                    (line.split() for line in (checkpoints / "SHA256SUMS").read_text().splitlines() if line.strip())}
+
+
+def checkpoint_sha256(name: str) -> str:
+    """The published SHA-256 of a checkpoint (the loaders above refused any file that does not match it)."""
+    return published_hashes[name]
+
+
 records, grids = [], {}
 for row in registry:
     per_seed = []
@@ -238,7 +267,8 @@ for row in registry:
         precision=mean["precision"], recall=mean["recall"], nll=row.nll, nll_unit=row.nll_unit,
         sample_seconds_per_1k=mean["seconds_per_1k"] if row.kind == "model" else None,
         train_seconds=row.train_seconds, params=row.params, n_samples=n_samples, seeds=seeds,
-        reference="MNIST test set", feature_network="mnist-classifier.pt",
+        reference="MNIST test set", feature_network="mnist-classifier.pt", checkpoint=row.checkpoint,
+        checkpoint_sha256=None if row.checkpoint is None else checkpoint_sha256(row.checkpoint),
         profile=profile, hardware=hardware(device), commit=commit,
     ))
     print(f"{row.model:>36}: FID {mean['fid']:8.3f} ± {std['fid']:.3f}   KID {mean['kid']:.5f}   "

@@ -104,14 +104,6 @@ def test_book_finds_the_top_level_configuration():
         assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
 
 
-# Notebooks whose executed copy predates the current setup cell. They adopt it (and scratch_dir,
-# and resume keyed on the run's settings) at the next full re-run of the training notebooks and the
-# evaluation together: re-training on another machine changes the weights, so the evaluation (and
-# the DDPM notebook's FIDs, measured with the classifier) must be re-run with them.
-OLD_SETUP_CELL = {"02_vae.ipynb", "03_wgan.ipynb", "04_ddpm.ipynb", "06_feature_network.ipynb",
-                  "07_evaluation.ipynb"}
-
-
 def run_setup_cell(path, monkeypatch, *, cloned: bool, clone_fails: bool = False):
     """Run a notebook's setup cell as on Colab, with git, pip and the file system faked: the
     commands it would run, and where it would change directory."""
@@ -142,8 +134,6 @@ def run_setup_cell(path, monkeypatch, *, cloned: bool, clone_fails: bool = False
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_colab_setup_cell_fails_clearly_and_does_nothing_when_run_again(path, monkeypatch):
-    if path.name in OLD_SETUP_CELL:
-        pytest.xfail(f"{path.name} adopts the current setup cell at its next re-run")
     with pytest.raises(RuntimeError, match="could not clone .* unable to access the repository"):
         run_setup_cell(path, monkeypatch, cloned=False, clone_fails=True)
     commands, moves = run_setup_cell(path, monkeypatch, cloned=False)

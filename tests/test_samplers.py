@@ -164,3 +164,35 @@ def test_clipping_x0_keeps_samples_in_the_image_range():
     assert clipped.abs().max() <= 1.0
     free = dpm_solver_2m_sample(far, schedule, (256, 2), steps=10, generator=torch.Generator().manual_seed(0))
     assert free.abs().max() > 2.0
+
+
+def test_a_v_network_is_an_eps_network_once_converted_and_its_loss_is_the_eps_loss_over_alpha_bar():
+    """The optimal v-predictor (built from the exact eps and Bayes' x0) wrapped in EpsilonFromV is the
+    exact eps-predictor; for any v-network, ||v - v_theta||^2 = ||eps - eps_theta||^2 / alpha_bar_t."""
+    from genmodels.diffusion import EpsilonFromV, loss_simple
+
+    step = 300
+    xt = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    alpha_bar = schedule.alpha_bar.double()[step]
+
+    def optimal_v(x, t):
+        return alpha_bar.sqrt() * exact_eps(x, t) - (1 - alpha_bar).sqrt() * posterior_mean_x0(x, step)
+
+    t = torch.full((64,), step)
+    torch.testing.assert_close(EpsilonFromV(optimal_v, schedule)(xt, t).double(), exact_eps(xt, t),
+                               atol=1e-5, rtol=1e-5)
+
+    network = torch.nn.Linear(2, 2).double()  # an untrained network: the identity holds for any
+    x0 = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t = torch.randint(1, schedule.T + 1, (64,), generator=torch.Generator().manual_seed(3))
+
+    def v_network(x, t):
+        return network(x)
+
+    with torch.no_grad():
+        v_loss = loss_simple(v_network, schedule, x0, t, noise, prediction="v")
+        eps_loss = loss_simple(EpsilonFromV(v_network, schedule), schedule, x0, t, noise)
+    torch.testing.assert_close(v_loss, eps_loss / schedule.alpha_bar.double()[t], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="prediction must be 'eps' or 'v'"):
+        loss_simple(v_network, schedule, x0, t, noise, prediction="x0")

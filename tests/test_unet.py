@@ -64,3 +64,25 @@ def test_load_unet_rebuilds_the_published_architecture(tmp_path, unet):
     with pytest.raises(CheckpointError, match="does not fit"):
         from genmodels.train import load_checkpoint
         load_checkpoint(path, other)
+
+
+def test_load_ddpm_reads_the_parameterization_and_schedule_from_the_record(tmp_path, unet):
+    from genmodels.diffusion import EpsilonFromV, NoiseSchedule, load_ddpm, predict_eps_from_v
+    from genmodels.train import save_checkpoint
+
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    old = save_checkpoint(tmp_path / "ho.pt", unet, config=unet.config, extra=dict(record={}))
+    model, schedule, _ = load_ddpm(old)  # no word in the record: Ho et al.'s epsilon, linear, T = 1000
+    assert not isinstance(model, EpsilonFromV) and schedule.kind == "linear" and schedule.T == 1000
+    record = dict(prediction="v", noise_schedule=dict(kind="cosine", T=1000))
+    new = save_checkpoint(tmp_path / "v.pt", unet, config=unet.config, extra=dict(record=record))
+    model, schedule, _ = load_ddpm(new)
+    cosine = NoiseSchedule(kind="cosine")
+    assert isinstance(model, EpsilonFromV) and schedule.kind == "cosine"
+    torch.testing.assert_close(schedule.alpha_bar, cosine.alpha_bar)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t), predict_eps_from_v(cosine, x, t, unet.eval()(x, t)))
+    record = dict(prediction="x0")
+    bad = save_checkpoint(tmp_path / "x0.pt", unet, config=unet.config, extra=dict(record=record))
+    with pytest.raises(ValueError, match="predicts 'x0'.*upgrade genmodels"):
+        load_ddpm(bad)

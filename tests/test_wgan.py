@@ -113,3 +113,33 @@ def test_gradient_penalty_trains_the_critic_and_checks_shapes():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
     with pytest.raises(ValueError, match="same shape"):
         gradient_penalty(critic, torch.randn(8, 2), torch.randn(4, 2))
+
+
+def test_dcgan_pair_maps_noise_to_images_and_images_to_one_number_each():
+    from genmodels.wgan import ConvCritic, ConvGenerator, DCGANConfig
+
+    config = DCGANConfig(channels=8)
+    generator, critic = ConvGenerator(config), ConvCritic(config)
+    images = generator.sample(5, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (5, 784) and images.min() >= 0 and images.max() <= 1
+    assert critic(images).shape == (5,) and critic(images.reshape(5, 1, 28, 28)).shape == (5,)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    with_batchnorm = ConvCritic(DCGANConfig(critic_batchnorm=True))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in with_batchnorm.modules())
+    with pytest.raises(ValueError, match=r"shape \(B, 784\)"):
+        critic(torch.zeros(2, 28, 27))
+    # clipping keeps every weight of the convolutional critic in the box, as for the MLP
+    clip_weights_(critic, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in critic.parameters())
+
+
+def test_load_generator_rebuilds_either_architecture(tmp_path):
+    from genmodels.train import save_checkpoint
+    from genmodels.wgan import ConvGenerator, DCGANConfig, load_generator
+
+    z = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    for model in (Generator(WGANConfig(hidden_dims=(32,))), ConvGenerator(DCGANConfig(channels=8))):
+        path = save_checkpoint(tmp_path / f"{type(model).__name__}.pt", model.eval(), config=model.config)
+        loaded, _ = load_generator(path)
+        assert type(loaded) is type(model) and not loaded.training
+        torch.testing.assert_close(loaded(z), model(z))

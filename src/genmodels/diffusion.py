@@ -17,16 +17,19 @@ from typing import Literal
 import torch
 
 from genmodels.distributions import mean_flat, normal_kl, normal_log_prob, sum_flat
+from genmodels.unet import load_unet
 
 __all__ = [
     "NoiseSchedule",
     "ancestral_sample",
     "ddim_sample",
+    "EpsilonFromV",
     "ddim_timesteps",
     "discretized_gaussian_log_likelihood",
     "dpm_solver_2m_sample",
     "extract",
     "gaussian_data_eps",
+    "load_ddpm",
     "logsnr_timesteps",
     "loss_simple",
     "min_snr_weight",
@@ -198,14 +201,20 @@ def loss_simple(
     x0: torch.Tensor,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    prediction: Literal["eps", "v"] = "eps",
 ) -> torch.Tensor:
     """Algorithm 1, line 5: ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2,
-    averaged over pixels, per example (B,)."""
+    averaged over pixels, per example (B,). With ``prediction="v"`` the network predicts
+    v = alpha_t eps - sigma_t x_0 instead (:func:`v_target`) and the loss is ||v - v_theta||^2, which
+    is the epsilon loss of the same network (:class:`EpsilonFromV`) divided by alpha_bar_t."""
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
     if t is None:
         t = schedule.sample_t(len(x0), device=x0.device)
     if noise is None:
         noise = torch.randn_like(x0)
-    return mean_flat((noise - model(q_sample(schedule, x0, t, noise), t)) ** 2)
+    target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
+    return mean_flat((target - model(q_sample(schedule, x0, t, noise), t).float()) ** 2)
 
 
 @torch.no_grad()
@@ -386,6 +395,37 @@ def predict_eps_from_v(
     _check_timesteps(schedule, t, xt)
     return extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * xt + extract(
         schedule.sqrt_alpha_bar, t, xt.shape) * v
+
+
+class EpsilonFromV(torch.nn.Module):
+    """The epsilon-network that a v-network defines, eps_theta = sigma_t x_t + alpha_t v_theta, so that
+    every sampler and bound written for epsilon-prediction takes a v-prediction network unchanged."""
+
+    def __init__(self, network: torch.nn.Module, schedule: NoiseSchedule):
+        super().__init__()
+        self.network, self.schedule = network, schedule
+
+    def forward(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return predict_eps_from_v(self.schedule, xt, t, self.network(xt, t).float())
+
+
+def load_ddpm(
+    path, map_location: str | torch.device | None = "cpu"
+) -> tuple[torch.nn.Module, NoiseSchedule, dict]:
+    """A published diffusion model as (epsilon-network, its noise schedule, checkpoint). The record
+    says what the network predicts (``prediction``: "eps" or "v", a v-network is wrapped in
+    :class:`EpsilonFromV`) and its schedule (``noise_schedule``); a record without them is Ho et
+    al.'s: epsilon-prediction on the linear schedule with T = 1000."""
+    network, checkpoint = load_unet(path, map_location=map_location)
+    record = checkpoint.get("extra", {}).get("record", {})
+    prediction = record.get("prediction", "eps")
+    noise_schedule = record.get("noise_schedule", {"kind": "linear", "T": 1000})
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"{path}: its record says the network predicts {prediction!r}; this version of "
+                         "genmodels knows 'eps' and 'v' (upgrade genmodels)")
+    schedule = NoiseSchedule(T=int(noise_schedule["T"]), kind=noise_schedule["kind"])
+    model = network if prediction == "eps" else EpsilonFromV(network, schedule).eval()
+    return model, schedule, checkpoint
 
 
 def discretized_gaussian_log_likelihood(

@@ -714,8 +714,10 @@ _LOADERS = {  # model class -> the function that loads it, for error messages
     "VAE": "genmodels.vae.load_vae",
     "UNet": "genmodels.unet.load_unet",
     "MNISTClassifier": "genmodels.features.load_classifier",
-    "Generator": "genmodels.train.load_model(path, Generator, WGANConfig)",
+    "Generator": "genmodels.wgan.load_generator",
+    "ConvGenerator": "genmodels.wgan.load_generator",
     "Critic": "genmodels.train.load_model(path, Critic, WGANConfig)",
+    "ConvCritic": "genmodels.train.load_model(path, ConvCritic, DCGANConfig)",
 }
 
 

@@ -13,14 +13,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genmodels.train import load_model, read_checkpoint
+
 __all__ = [
+    "ConvCritic",
+    "ConvGenerator",
     "Critic",
+    "DCGANConfig",
     "Generator",
     "WGANConfig",
     "clip_weights_",
     "critic_loss",
     "generator_loss",
     "gradient_penalty",
+    "load_generator",
 ]
 
 
@@ -95,6 +101,71 @@ class Critic(nn.Module):
                                  f"got values in [{low.item():.3g}, {high.item():.3g}]: scale pixels 0..255 "
                                  "by x.float() / 255, and data in [-1, 1] by (x + 1) / 2")
         return self.net(x).squeeze(-1)  # (B, D) -> (B,)
+
+
+@dataclass
+class DCGANConfig:
+    """Convolutional generator and critic for 28 x 28 images, after Radford et al.'s DCGAN, the
+    architecture of Arjovsky et al.'s experiments: strided (transposed) convolutions, batch
+    normalization in the generator, leaky ReLUs in the critic."""
+
+    latent_dim: int = 64  # size of z ~ N(0, I)
+    channels: int = 64  # feature maps at 14 x 14; twice as many at 7 x 7
+    critic_batchnorm: bool = False  # batch normalization in the critic: never with a gradient penalty
+
+
+class ConvGenerator(nn.Module):
+    """g_theta: z (B, latent_dim) -> x (B, 784) in [0, 1]; z -> 2C x 7 x 7 -> C x 14 x 14 -> 1 x 28 x 28."""
+
+    def __init__(self, config: DCGANConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.project = nn.Sequential(
+            nn.Linear(config.latent_dim, 2 * c * 7 * 7), nn.BatchNorm1d(2 * c * 7 * 7), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU(),  # 7 -> 14
+            nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1), nn.Sigmoid(),  # 14 -> 28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = _check_batch("z", z, self.config.latent_dim, self)
+        h = self.project(z).reshape(len(z), 2 * self.config.channels, 7, 7)
+        return self.net(h).reshape(len(z), 784)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples g_theta(z), z ~ N(0, I): (n, 784)."""
+        device = next(self.parameters()).device
+        return self(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
+
+
+class ConvCritic(nn.Module):
+    """f_w: x (B, 784) in [0, 1] -> a real number per example (B,); 1 x 28 x 28 -> C x 14 x 14 ->
+    2C x 7 x 7 -> 1."""
+
+    def __init__(self, config: DCGANConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 28 -> 14
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1),  # 14 -> 7
+            *([nn.BatchNorm2d(2 * c)] if config.critic_batchnorm else []), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * c * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_batch("x", x, 784, self)
+        return self.net(x.reshape(len(x), 1, 28, 28)).squeeze(-1)  # (B, 784) -> (B,)
+
+
+def load_generator(path, map_location: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
+    """A published WGAN generator, MLP (:class:`Generator`) or convolutional (:class:`ConvGenerator`),
+    whichever the checkpoint holds, in eval mode on ``map_location``: (generator, checkpoint)."""
+    held = read_checkpoint(path)["model_class"]
+    if held == "ConvGenerator":
+        return load_model(path, ConvGenerator, DCGANConfig, map_location)
+    return load_model(path, Generator, WGANConfig, map_location)
 
 
 def critic_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:

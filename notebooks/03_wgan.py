@@ -166,7 +166,7 @@ y, b = np.array([1.0, 2.0]), np.array([0.5, 0.5])
 primal, plan = optimal_transport(x, y, a, b)
 dual, f = kantorovich_dual(x, y, a, b)
 print(f"primal {primal:.4f}   dual {dual:.4f}   area between the CDFs {w1_1d(x, y, a, b):.4f}")
-print("optimal plan (rows: x = 0, 3; columns: y = 1, 2):\n", np.round(plan, 3))
+print("optimal plan (rows: x = 0, 3; columns: y = 1, 2):\n", np.round(plan, 3) + 0.0)  # + 0.0: no "-0."
 grid = np.linspace(-0.5, 3.5, 801)
 cdf_p = (a[None] * (x[None] <= grid[:, None])).sum(1)
 cdf_q = (b[None] * (y[None] <= grid[:, None])).sum(1)
@@ -443,9 +443,13 @@ for ax, variant in zip(axes, ("clip", "gp"), strict=True):
     ax.set_yscale("log")
     ax.set_title(f"WGAN-{variant}: the critic's {len(weights):,} weights")
     ax.set_xlabel("weight")
-    at_walls = (weights.abs() >= 0.99 * c).float().mean().item()
-    print(f"WGAN-{variant}: {at_walls:.1%} of the critic's weights within 1% of ±c = ±{c}; "
-          f"largest |w| {weights.abs().max():.3g}")
+    if variant == "clip":
+        at_walls = (weights.abs() >= 0.99 * c).float().mean().item()
+        print(f"WGAN-clip: {at_walls:.1%} of the critic's weights lie within 1% of the walls ±c = ±{c}")
+    else:
+        beyond = (weights.abs() > c).float().mean().item()
+        print(f"WGAN-gp: {beyond:.1%} of the critic's weights are larger than c = {c} in absolute value "
+              f"(clipping would cut them all), the largest {weights.abs().max():.3g}")
 fig.tight_layout()
 
 # %% [markdown]

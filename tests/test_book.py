@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "book").rglob("*.md"))
+PAGES = sorted(p for p in (ROOT / "book").rglob("*.md") if "_build" not in p.parts)
 
 
 def prose_lines(text: str):
@@ -32,3 +32,31 @@ def test_no_line_of_inline_math_starts_like_a_list_item(page):
     for number, line in prose_lines(page.read_text()):
         assert not re.match(r"^[+*-] +\\", line), f"{page.name}:{number} starts a list: {line!r}"
         assert not re.match(r"^\+", line), f"{page.name}:{number} starts with '+': {line!r}"
+
+
+def test_algorithms_are_typeset_one_way():
+    """Every algorithm is a {prf:algorithm} (sphinx-proof), not an ASCII block or a quoted list."""
+    for page in PAGES:
+        text = page.read_text()
+        assert not re.search(r"```text\s*\nAlgorithm", text), f"{page.name}: an algorithm in a text block"
+        assert not re.search(r"^> \d+\. ", text, re.MULTILINE), f"{page.name}: an algorithm as a quoted list"
+    for name, count in (("wgan.md", 1), ("ddpm.md", 2)):
+        assert (ROOT / "book" / "chapters" / name).read_text().count("{prf:algorithm}") == count, name
+
+
+def test_code_shown_beside_an_equation_exists_where_the_page_says():
+    """A page includes a function from src/ with literalinclude :pyobject: (never a copy); each named
+    function must be defined at the top level of the named file."""
+    import ast
+
+    pattern = re.compile(r"```\{literalinclude\} (\S+)\n:pyobject: (\w+)")
+    found = 0
+    for page in PAGES:
+        for path, name in pattern.findall(page.read_text()):
+            source = (page.parent / path).resolve()
+            assert source.is_file() and ROOT / "src" in source.parents, f"{page.name}: {path}"
+            tree = ast.parse(source.read_text())
+            names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+            assert name in names, f"{page.name}: {name} is not defined in {path}"
+            found += 1
+    assert found >= 10

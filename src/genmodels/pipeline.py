@@ -182,9 +182,10 @@ def run_pipeline(
     ran = []
     for step in todo:
         log(f"{step.notebook}: running in the {profile} profile ...")
+        key = notebook_key(root, step, profile)  # what runs: an edit made meanwhile leaves it stale
         result = _execute(root, step, profile, timeout or TIMEOUTS[profile])
         entries[step.notebook] = {
-            "key": notebook_key(root, step, profile),
+            "key": key,
             "outputs": {path: file_sha256(root / path) for path in step.writes
                         if profile != "smoke" and (root / path).is_file()},
             "hardware": hardware(),

@@ -148,6 +148,7 @@ for ax in axes:
     ax.set_xlabel("t")
     ax.legend()
 fig.tight_layout()
+glue("ddpm_schedules", fig, display=False)
 print(f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), {cosine.alpha_bar[T].item():.2e} (cosine)")
 
 # %% [markdown]
@@ -179,6 +180,7 @@ for ax, step in zip(axes, (0, 50, 100, 200, 300, 500, 700, 1000), strict=True):
     t = torch.tensor([step])
     xt = digit if step == 0 else q_sample(linear, digit, t, torch.randn(1, 784, generator=generator))
     show_images(((xt.reshape(1, 28, 28) + 1) / 2).clamp(0, 1), nrow=1, ax=ax, title=f"t = {step}")
+glue("ddpm_forward_digit", fig, display=False)
 
 # %% [markdown]
 # ## 2. The samplers, checked without training
@@ -497,6 +499,7 @@ for column, s in enumerate(steps_shown):
 for row, name in enumerate(("reverse: $x_t$", r"guess $\hat x_0$", "forward: $x_t$")):
     axes[row, 0].text(-4, 14, name, ha="right", va="center", fontsize=9)
 fig.tight_layout()
+glue("ddpm_trajectory", fig, display=False)
 
 # %% [markdown]
 # ## 5. How good, and how fast? FID against the number of network calls

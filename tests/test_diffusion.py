@@ -225,3 +225,18 @@ def test_the_optimal_noise_predictor_is_the_scaled_score_of_the_noised_data(gaus
     (score,) = torch.autograd.grad(q_t.log_prob(xt).sum(), xt)
     eps = model(xt.detach(), torch.full((64,), step))
     torch.testing.assert_close(eps, -(1 - ab).sqrt() * score, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_prior_term_is_the_gaussian_kl_to_the_prior_even_when_alpha_bar_T_is_tiny(kind):
+    """Against torch.distributions in float64; with the cosine schedule 1 - alpha_bar_T is 1 in float32,
+    and a float32 formula would return exactly 0."""
+    schedule = NoiseSchedule(T=1000, kind=kind)
+    x0 = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    alpha_bar = schedule.alpha_bar[schedule.T].double()
+    q = torch.distributions.Normal(alpha_bar.sqrt() * x0.double(), (1 - alpha_bar).sqrt().expand(x0.shape))
+    prior = torch.distributions.Normal(torch.zeros_like(x0.double()), torch.ones_like(x0.double()))
+    expected = torch.distributions.kl_divergence(q, prior).sum(dim=(1, 2, 3))
+    got = prior_term(schedule, x0)
+    assert got.shape == (3,) and (got > 0).all()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=0)

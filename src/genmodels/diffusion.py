@@ -465,11 +465,14 @@ def vlb_terms(
 
 
 def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
-    """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats (B,)."""
-    t = torch.full((len(x0),), schedule.T, device=x0.device, dtype=torch.long)
-    mean = extract(schedule.sqrt_alpha_bar, t, x0.shape) * x0
-    log_variance = torch.log(1 - extract(schedule.alpha_bar, t, x0.shape))
-    return sum_flat(normal_kl(mean, log_variance, torch.zeros_like(x0), torch.zeros_like(x0)))
+    """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats (B,):
+    (1/2) [alpha_bar_T ||x_0||^2 - D (alpha_bar_T + log(1 - alpha_bar_T))], the Gaussian KL of
+    :func:`normal_kl` summed over the D pixels. Computed in float64: with the cosine schedule
+    1 - alpha_bar_T rounds to 1 in float32, which would make the term exactly 0."""
+    alpha_bar = schedule.alpha_bar[schedule.T].double().to(x0.device)
+    x = x0.double().reshape(len(x0), -1)
+    kl = 0.5 * (alpha_bar * x.pow(2).sum(1) - x.shape[1] * (alpha_bar + torch.log1p(-alpha_bar)))
+    return kl.to(x0.dtype)
 
 
 def gaussian_data_eps(schedule: NoiseSchedule, mean: torch.Tensor, covariance: torch.Tensor) -> EpsModel:

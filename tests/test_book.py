@@ -60,3 +60,12 @@ def test_code_shown_beside_an_equation_exists_where_the_page_says():
             assert name in names, f"{page.name}: {name} is not defined in {path}"
             found += 1
     assert found >= 10
+
+
+@pytest.mark.parametrize("name", ["likelihood_and_elbo.md", "vae.md", "wgan.md", "ddpm.md", "langevin.md"])
+def test_every_theory_chapter_has_exercises_each_with_a_hidden_solution(name):
+    text = (ROOT / "book" / "chapters" / name).read_text()
+    labels = re.findall(r"````\{exercise\}[^\n]*\n:label: (\S+)", text)
+    solutions = re.findall(r"````\{solution\} (\S+)\n:class: dropdown", text)
+    assert 5 <= len(labels) <= 8, f"{name}: {len(labels)} exercises"
+    assert sorted(labels) == sorted(solutions), f"{name}: exercises without a hidden solution"

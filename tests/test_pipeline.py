@@ -148,3 +148,28 @@ def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, caps
     commands = [line.strip() for line in printed.splitlines() if "--only" in line]
     assert [c.split("--only ")[1] for c in commands] == [step.notebook for step in STEPS]
     assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)
+
+
+@pytest.mark.slow
+def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_again(repo):
+    path = repo / "notebooks" / "01_a.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell("The run shows X."))
+    nbformat.write(notebook, path)
+    assert run(repo) == ["01_a", "02_b", "09_eval"]
+    executed = repo / "book/notebooks/01_a.ipynb"
+    outputs = [c.get("outputs") for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"]
+
+    notebook.cells[-1].source = "The run shows Y."  # prose edited after reading the outputs
+    nbformat.write(notebook, path)
+    assert plan(repo, "cpu", TINY)[0] == TINY[0]  # stale: its source changed
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    refreshed = nbformat.read(executed, as_version=4)
+    assert refreshed.cells[-1].source == "The run shows Y."
+    assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
+    assert plan(repo, "cpu", TINY) == []  # up to date: nothing re-runs
+
+    notebook.cells[1].source += "\nprint('changed')"  # code changed: prose alone cannot bring it up to date
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit, match="code cells .* changed since it ran: run it"):
+        pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)

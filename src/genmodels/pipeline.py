@@ -199,6 +199,52 @@ def run_pipeline(
     return ran
 
 
+def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[Step, ...] = STEPS,
+                     log=print) -> None:
+    """Copy a notebook's Markdown cells into its executed copy, when nothing that runs has changed.
+
+    Prose is often written after a run, once its outputs can be read; re-running a notebook for that
+    would cost its whole run (hours on a CPU). Refused unless the code cells are exactly those that
+    ran, the files the notebook reads are unchanged, and the executed copy is the one recorded.
+    """
+    import nbformat
+
+    step = next((s for s in steps if s.notebook == notebook), None)
+    if step is None:
+        names = ", ".join(s.notebook for s in steps)
+        raise SystemExit(f"no notebook {notebook!r}; the notebooks are {names}")
+    manifest_path = _manifest_path(root, profile)
+    manifest = _read_manifest(manifest_path)
+    entry = manifest.get("notebooks", {}).get(notebook)
+    executed_path = _executed_dir(root, profile) / f"{notebook}.ipynb"
+    key = notebook_key(root, step, profile)
+    if not entry or not executed_path.exists() or entry.get("executed") != file_sha256(executed_path):
+        raise SystemExit(f"{notebook}: no recorded run whose executed copy is {executed_path}: run it")
+    def without_source(k: dict) -> dict:
+        return {name: value for name, value in k.items() if name != "source"}
+
+    if without_source(entry["key"]) != without_source(key):
+        raise SystemExit(f"{notebook}: its profile or the files it reads changed since it ran: run it")
+    source = nbformat.read(root / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    executed = nbformat.read(executed_path, as_version=4)
+    ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    shape = [(c.cell_type, c.source if c.cell_type == "code" else None) for c in source.cells]
+    if shape != [(c.cell_type, c.source if c.cell_type == "code" else None) for c in ran]:
+        raise SystemExit(f"{notebook}: its code cells (or the number of cells) changed since it ran: run it")
+    changed = 0
+    for new, old in zip(source.cells, ran, strict=True):
+        if new.cell_type == "markdown" and new.source != old.source:
+            old.source, changed = new.source, changed + 1
+    temporary = executed_path.with_name(f".{notebook}.markdown.ipynb")
+    nbformat.write(executed, temporary)
+    os.replace(temporary, executed_path)
+    entry.update(key=key, executed=file_sha256(executed_path),
+                 markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json(manifest_path, manifest)
+    log(f"{notebook}: {changed} Markdown cell(s) refreshed in {executed_path.relative_to(root)}; "
+        "outputs untouched")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m genmodels.pipeline",
                                      description=__doc__.split("\n\n")[0])
@@ -207,9 +253,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these, if they are stale")
     parser.add_argument("--force", nargs="+", metavar="NOTEBOOK", help="run these even if unchanged")
     parser.add_argument("--all", action="store_true", help="gpu: run every stale notebook in one command")
+    parser.add_argument("--refresh-markdown", nargs="+", metavar="NOTEBOOK",
+                        help="copy these notebooks' edited Markdown into their executed copies "
+                             "(their code unchanged)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
     profile = resolve_profile(args.profile)
+    if args.refresh_markdown:
+        for notebook in args.refresh_markdown:
+            refresh_markdown(args.root, notebook, profile)
+        return
     if profile == "gpu" and not (args.only or args.all):
         stale = plan(args.root, profile)
         print("The gpu profile is sized so that each notebook fits one command of at most 10 minutes on "

@@ -130,6 +130,9 @@ def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_writ
     for step in STEPS:
         source = (ROOT / "notebooks" / f"{step.notebook}.py").read_text()
         for path in step.reads:
+            if path.startswith("results/benchmarks"):  # measured by benchmarks/, committed
+                assert (ROOT / path).is_file(), path
+                continue
             assert path in published, f"{step.notebook} reads {path} before any notebook publishes it"
         for path in step.reads + step.writes:
             file_name = Path(path).name

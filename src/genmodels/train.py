@@ -681,8 +681,19 @@ def load_model(
     ``map_location``: (model, checkpoint). A checkpoint of another model, or a config this version
     does not know, gets an error that says what the file holds and which loader fits it."""
     path = Path(path)
+    return model_from_checkpoint(path, read_checkpoint(path), model_class, config_class, map_location)
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike,
+    checkpoint: dict[str, Any],
+    model_class: type[M],
+    config_class: type,
+    map_location: str | torch.device | None = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """:func:`load_model` on a checkpoint already read by :func:`read_checkpoint` (``path`` names it in
+    errors), for a loader that must look at the file before it knows which model it holds."""
     device = _check_device(map_location)
-    checkpoint = read_checkpoint(path)
     held = checkpoint["model_class"]
     if held != model_class.__qualname__:
         loader = _LOADERS.get(held, "the loader of that model")

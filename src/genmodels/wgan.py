@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genmodels.train import load_model, read_checkpoint
+from genmodels.train import model_from_checkpoint, read_checkpoint
 
 __all__ = [
     "ConvCritic",
@@ -117,6 +117,8 @@ class DCGANConfig:
 class ConvGenerator(nn.Module):
     """g_theta: z (B, latent_dim) -> x (B, 784) in [0, 1]; z -> 2C x 7 x 7 -> C x 14 x 14 -> 1 x 28 x 28."""
 
+    sample = Generator.sample  # n samples g_theta(z), z ~ N(0, I), as for the MLP generator
+
     def __init__(self, config: DCGANConfig):
         super().__init__()
         self.config = config
@@ -132,11 +134,6 @@ class ConvGenerator(nn.Module):
         z = _check_batch("z", z, self.config.latent_dim, self)
         h = self.project(z).reshape(len(z), 2 * self.config.channels, 7, 7)
         return self.net(h).reshape(len(z), 784)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples g_theta(z), z ~ N(0, I): (n, 784)."""
-        device = next(self.parameters()).device
-        return self(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
 
 
 class ConvCritic(nn.Module):
@@ -162,10 +159,10 @@ class ConvCritic(nn.Module):
 def load_generator(path, map_location: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
     """A published WGAN generator, MLP (:class:`Generator`) or convolutional (:class:`ConvGenerator`),
     whichever the checkpoint holds, in eval mode on ``map_location``: (generator, checkpoint)."""
-    held = read_checkpoint(path)["model_class"]
-    if held == "ConvGenerator":
-        return load_model(path, ConvGenerator, DCGANConfig, map_location)
-    return load_model(path, Generator, WGANConfig, map_location)
+    checkpoint = read_checkpoint(path)  # read and verified once
+    if checkpoint["model_class"] == "ConvGenerator":
+        return model_from_checkpoint(path, checkpoint, ConvGenerator, DCGANConfig, map_location)
+    return model_from_checkpoint(path, checkpoint, Generator, WGANConfig, map_location)
 
 
 def critic_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,9 @@
 #   exactly. In two dimensions we can *draw* what a model learned and compare it with the truth:
 #   the WGAN chapter draws a critic's landscape over them, the Langevin chapter follows the score.
 #
-# This notebook loads both and looks at them. It is also the template every chapter notebook follows:
-# a setup cell that installs the package on Colab, a `parameters` cell that
+# This notebook loads both and looks at them, and ends with a first computation for the
+# likelihood chapter: one Gaussian fitted to the eight Gaussians by the two directions of KL. It
+# is also the template every chapter notebook follows: a setup cell that installs the package on Colab, a `parameters` cell that
 # [papermill](https://papermill.readthedocs.io) can override, and a compute profile.
 
 # %% tags=["remove-cell"]
@@ -59,6 +60,8 @@ profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE
 seed = 0  # seeds Python, NumPy and torch
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -69,12 +72,13 @@ from genmodels.data import (
     swiss_roll,
     two_moons,
 )
-from genmodels.plotting import density_and_score, show_images
+from genmodels.plotting import density_and_score, glue, show_images
 from genmodels.train import resolve_profile, seed_everything
 
 profile = resolve_profile(profile)
 seed_everything(seed)
 n_toy = {"smoke": 500, "cpu": 5_000, "gpu": 5_000}[profile]  # points drawn from each toy density
+n_kl_steps = {"smoke": 50, "cpu": 2_000, "gpu": 2_000}[profile]  # steps of each reverse-KL fit
 print(f"profile: {profile}")
 
 # %% [markdown]
@@ -172,3 +176,89 @@ fig.tight_layout()
 # The two moons and the Swiss roll are given by samplers only: their densities are not available in
 # closed form, which is exactly the situation of real data. Models that need only samples (a GAN)
 # can learn them; checks that need the true score use the Gaussian mixture.
+
+# %% [markdown]
+# ## Erratum demonstrated: which KL maximum likelihood minimizes
+#
+# The [likelihood chapter](../chapters/likelihood_and_elbo.md) shows that maximizing
+# $\sum_i \log p_\theta(x^{(i)})$ minimizes $\mathrm{KL}(p^* \,\|\, p_\theta)$, and not the lecture's
+# $\mathrm{KL}(p_\theta \,\|\, p^*)$. The two directions want different things, and the eight Gaussians
+# show it. Fit one Gaussian $q = \mathcal{N}(m, S)$ to the mixture $p^*$ both ways:
+#
+# * **Forward KL, $\mathrm{KL}(p^* \,\|\, q)$**, by maximum likelihood on samples of $p^*$: for a
+#   Gaussian, the samples' mean and covariance. It must put mass wherever $p^*$ has some, so it
+#   *covers* all eight modes, and most of its own mass lands in the empty middle.
+# * **Reverse KL, $\mathrm{KL}(q \,\|\, p^*)$** $= \mathbb{E}_q[\log q - \log p^*]$, by stochastic
+#   gradient descent with reparameterized draws $x = m + L\varepsilon$ ($S = LL^\top$), which needs
+#   $\log p^*$ itself. It is punished for mass where $p^*$ has none, so it *seeks* modes and
+#   ignores the rest. Where it settles depends on where it starts; three starts are drawn.
+
+# %%
+def reverse_kl_fit(start: torch.Tensor, steps: int) -> torch.distributions.MultivariateNormal:
+    """Minimize E_q[log q - log p*] over q = N(m, L L^T), from m = start."""
+    mean = start.clone().requires_grad_(True)
+    raw_scale = torch.diag(torch.full((2,), math.log(0.5), dtype=torch.float64)).requires_grad_(True)  # tril(L)
+    optimizer = torch.optim.Adam([mean, raw_scale], lr=0.02)
+    for _ in range(steps):
+        scale = torch.tril(raw_scale, -1) + torch.diag(raw_scale.diagonal().exp())
+        q = torch.distributions.MultivariateNormal(mean, scale_tril=scale)
+        x = q.rsample((256,))
+        loss = (q.log_prob(x) - mixture.log_prob(x)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return torch.distributions.MultivariateNormal(mean.detach(), scale_tril=scale.detach())
+
+
+torch.manual_seed(seed)
+data = mixture.sample(n_toy, generator=generator)
+forward = torch.distributions.MultivariateNormal(data.mean(0), torch.cov(data.T))  # the MLE
+reverse = [reverse_kl_fit(torch.randn(2, dtype=torch.float64), n_kl_steps) for _ in range(3)]
+
+
+def kl_both_ways(q, n=20_000):
+    """Monte Carlo KL(p* || q) and KL(q || p*), both with the exact log p*."""
+    x_p, x_q = mixture.sample(n), q.sample((n,))
+    forward_kl = (mixture.log_prob(x_p) - q.log_prob(x_p)).mean().item()
+    reverse_kl = (q.log_prob(x_q) - mixture.log_prob(x_q)).mean().item()
+    return forward_kl, reverse_kl
+
+
+kls = {"forward fit (maximum likelihood)": kl_both_ways(forward)}
+kls.update({f"reverse fit, start {k + 1}": kl_both_ways(q) for k, q in enumerate(reverse)})
+for name, (forward_kl, reverse_kl) in kls.items():
+    print(f"{name:>34}: KL(p* || q) = {forward_kl:6.2f}   KL(q || p*) = {reverse_kl:8.2f} nats")
+(f_fwd, f_rev), *reverse_kls = kls.values()
+assert all(f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls)  # each wins its own game
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+grid = torch.linspace(-3.5, 3.5, 200, dtype=torch.float64)
+gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+points = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+density = mixture.log_prob(points).exp().reshape(200, 200)
+for ax, title, fits in ((axes[0], "maximum likelihood: KL($p^*$ || q), mass-covering", [forward]),
+                        (axes[1], "KL(q || $p^*$): mode-seeking (three starts)", reverse)):
+    ax.contourf(gx, gy, density, levels=20, cmap="Greys")
+    for q, color in zip(fits, ("tab:red", "tab:blue", "tab:green"), strict=False):
+        ax.contour(gx, gy, q.log_prob(points).exp().reshape(200, 200), levels=4, colors=color,
+                   linewidths=1)
+    ax.set_title(title, fontsize=10)
+    ax.set_aspect("equal")
+fig.tight_layout()
+glue("elbo_kl_directions_figure", fig)
+glue("elbo_forward_fit_forward_kl", f"{f_fwd:.2f}")
+glue("elbo_forward_fit_reverse_kl", f"{f_rev:.1f}")
+glue("elbo_reverse_fit_forward_kl", f"{min(r[0] for r in reverse_kls):.1f}")
+glue("elbo_reverse_fit_reverse_kl_min", f"{min(r[1] for r in reverse_kls):.2f}")
+glue("elbo_reverse_fit_reverse_kl_max", f"{max(r[1] for r in reverse_kls):.2f}")
+
+# %% [markdown]
+# The maximum-likelihood Gaussian spreads over the whole circle. A reverse-KL Gaussian settles on
+# one component with about that component's width, where its reverse KL is $\log 8 \approx 2.08$
+# nats (the seven components it ignores cost it only their weight), or stretches over two
+# neighbouring components: a local optimum with a higher reverse KL, which gradient descent does
+# not leave. Neither covers the circle. Each fit is the better one in its own direction and far
+# worse in the other. A model trained by maximum likelihood (the
+# VAE, the DDPM) pays for missing a mode; one trained on a reverse-type objective does not, which
+# is one reason GANs drop modes.

@@ -54,7 +54,6 @@ train_from_scratch = True  # False: load the published generators instead of tra
 
 # %%
 import math
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,15 +61,14 @@ import numpy as np
 import torch
 
 from genmodels.data import eight_gaussians, load_mnist
-from genmodels.plotting import show_images
+from genmodels.plotting import glue, show_images
 from genmodels.train import (
+    TrainingRun,
     hardware,
     pick_device,
     progress,
     publish_checkpoint,
     resolve_profile,
-    resume,
-    save_checkpoint,
     scratch_dir,
     seed_everything,
 )
@@ -102,12 +100,12 @@ profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()
 sizes = {  # generator iterations (each follows n_critic critic iterations), at most, and minutes
-    "smoke": dict(toy_iterations=20, w1_samples=100, channels=8, clip_iterations=30, gp_iterations=30,
+    "smoke": dict(toy_iterations=20, w1_samples=100, clip_channels=8, gp_channels=8, iterations=30,
                   clip_minutes=1.0, gp_minutes=1.0, log_every=10),
-    "cpu": dict(toy_iterations=2_000, w1_samples=300, channels=32, clip_iterations=100_000,
-                gp_iterations=100_000, clip_minutes=13.0, gp_minutes=10.0, log_every=100),
-    "gpu": dict(toy_iterations=4_000, w1_samples=300, channels=64, clip_iterations=100_000,
-                gp_iterations=100_000, clip_minutes=3.0, gp_minutes=3.0, log_every=500),
+    "cpu": dict(toy_iterations=2_000, w1_samples=300, clip_channels=32, gp_channels=16,
+                iterations=100_000, clip_minutes=13.0, gp_minutes=13.0, log_every=100),
+    "gpu": dict(toy_iterations=4_000, w1_samples=300, clip_channels=64, gp_channels=64,
+                iterations=100_000, clip_minutes=3.0, gp_minutes=3.0, log_every=500),
 }[profile]
 checkpoints = Path("../checkpoints")  # the published weights
 # Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
@@ -145,6 +143,7 @@ ax.set_xlabel(r"$\theta$")
 ax.set_ylabel("distance between $P_0$ and $P_\\theta$")
 ax.legend(ncol=5, fontsize=8, loc="upper center")
 assert np.allclose(table["W1"], np.abs(thetas), atol=1e-9)
+glue("wgan_parallel_lines_figure", fig)
 print("KL(P_0 || P_theta) is infinite for every theta != 0; JS = log 2 =", f"{math.log(2):.4f}")
 
 # %% [markdown]
@@ -186,6 +185,7 @@ axes[1].bar(y, -b, width=0.12, color="tab:orange", alpha=0.6, label="Q (drawn do
 axes[1].set_xlabel("x")
 axes[1].legend(fontsize=8)
 fig.tight_layout()
+glue("wgan_kr_example_figure", fig)
 assert abs(primal - dual) < 1e-8 and abs(primal - w1_1d(x, y, a, b)) < 1e-8
 critic_slopes = np.diff(f[order]) / np.diff(support[order])  # between consecutive support points
 for (left, right), s_lp in zip(zip(support[order][:-1], support[order][1:], strict=True), critic_slopes,
@@ -202,6 +202,34 @@ for (left, right), s_lp in zip(zip(support[order][:-1], support[order][1:], stri
 # tell the two apart. A WGAN's critic network is trying to find this $f$, and its estimate
 # $\mathbb{E}_P[f] - \mathbb{E}_Q[f]$ is the generator's training signal.
 #
+# ### Erratum demonstrated: the duality is about $W_1$, not $W_2^2$
+#
+# The lecture writes the Wasserstein distance with the cost $\lVert x - y \rVert^2$ and then
+# applies Kantorovich-Rubinstein duality to it. With that cost the primal is $W_2^2$, and the
+# dual over 1-Lipschitz critics does not equal it: it equals $W_1$, the primal with cost
+# $\lVert x - y \rVert$. On two samples of ten points, and on copies of them scaled by $s$ (where
+# $W_1$ grows like $s$ and $W_2^2$ like $s^2$), the three linear programs:
+
+# %%
+rng = np.random.default_rng(seed)
+x10, y10 = rng.normal(0, 1, 10), rng.normal(1.5, 0.5, 10)
+scales = np.array([0.25, 0.5, 1, 2, 4])
+rows = [(optimal_transport(s * x10, s * y10)[0], kantorovich_dual(s * x10, s * y10)[0],
+         optimal_transport(s * x10, s * y10, p=2)[0]) for s in scales]
+for s, (w1, dual_value, w2_squared) in zip(scales, rows, strict=True):
+    print(f"s = {s:4g}: W1 (primal) {w1:7.4f}   dual, 1-Lipschitz f {dual_value:7.4f}   "
+          f"W2^2 (primal, squared cost) {w2_squared:8.4f}")
+w1s, duals, w2s = np.array(rows).T
+assert np.allclose(w1s, duals, atol=1e-8) and not np.allclose(duals, w2s, rtol=0.05)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.loglog(scales, duals, "o-", label="dual over 1-Lipschitz critics")
+ax.loglog(scales, w1s, "k+", ms=12, label="$W_1$: transport with cost $|x - y|$")
+ax.loglog(scales, w2s, "s--", label="$W_2^2$: transport with cost $|x - y|^2$")
+ax.set_xlabel("scale s of both samples")
+ax.legend(fontsize=8)
+glue("wgan_w1_w2_figure", fig)
+
+# %% [markdown]
 # ## 3. A WGAN on a 2-D mixture, where W1 is known
 #
 # The generator maps $z \sim \mathcal{N}(0, I_2)$ through an MLP to the plane; the critic is an MLP
@@ -268,6 +296,12 @@ axes[1].legend(fontsize=8)
 fig.tight_layout()
 print(f"after {steps[-1]} generator iterations: exact W1 {exacts[-1]:.3f} (floor {floor:.3f}), "
       f"critic estimate {estimates[-1]:.3f}")
+glue("wgan_toy_figure", fig)
+glue("wgan_toy_exact", f"{exacts[-1]:.2f}")
+glue("wgan_toy_floor", f"{floor:.2f}")
+glue("wgan_toy_estimate", f"{estimates[-1]:.3f}")
+glue("wgan_toy_estimate_min", f"{min(estimates):.2f}")
+glue("wgan_toy_iterations", f"{steps[-1]:,}")
 
 # %% [markdown]
 # The critic is high (red) where the data has more mass than the generator and low (blue) where
@@ -304,36 +338,24 @@ print(f"after {steps[-1]} generator iterations: exact W1 {exacts[-1]:.3f} (floor
 # %%
 train_pixels = load_mnist(train=True).data.float().div(255).reshape(-1, 784).to(device)
 n_critic, m, c = 5, 64, 0.01
-dcgan = DCGANConfig(channels=sizes["channels"])
+dcgan = {variant: DCGANConfig(channels=sizes[f"{variant}_channels"]) for variant in ("clip", "gp")}
+print("lecture's loop 'for t = 0, ..., n_critic' runs", len(range(0, n_critic + 1)), "times; "
+      "the paper's critic takes", len(range(n_critic)), "steps per generator step, as below")
 
 
-def make_optimizer(variant: str, parameters):
+def make_optimizer(variant: str, network):
     if variant == "clip":
-        return torch.optim.RMSprop(parameters, lr=5e-5)
-    return torch.optim.Adam(parameters, lr=1e-4, betas=(0.0, 0.9))
+        return torch.optim.RMSprop(network.parameters(), lr=5e-5)
+    return torch.optim.Adam(network.parameters(), lr=1e-4, betas=(0.0, 0.9))
 
 
 def train_wgan(variant: str):
-    """Train the MNIST WGAN ``variant`` ("clip" or "gp") for its budget; return the generator, the
-    critic, the log, the sample snapshots and the training seconds."""
-    iterations, minutes = sizes[f"{variant}_iterations"], sizes[f"{variant}_minutes"]
-    generator, critic = ConvGenerator(dcgan).to(device), ConvCritic(dcgan).to(device)
-    g_optimizer = make_optimizer(variant, generator.parameters())
-    c_optimizer = make_optimizer(variant, critic.parameters())
-    state_path = runs / f"wgan-{variant}-{profile}-last.pt"
-    run = dict(config=dcgan, variant=variant, iterations=iterations, minutes=minutes, seed=seed,
-               n_critic=n_critic, batch_size=m, c=c)  # resume only this run
-    log, snapshots, seconds, start = [], {}, 0.0, 0
-    fixed_z = torch.randn(32, dcgan.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    if state := resume(state_path, generator, optimizer=g_optimizer, run=run):
-        extra = state["extra"]
-        critic.load_state_dict(extra["critic"])
-        c_optimizer.load_state_dict(extra["critic_optimizer"])
-        log, snapshots, seconds, start = extra["log"], extra["snapshots"], extra["seconds"], state["step"]
-        print(f"resuming {variant} after generator iteration {start}")
-    started = time.perf_counter()
-    bar = progress(range(start, iterations), desc=f"WGAN-{variant}", initial=start, total=iterations)
-    for iteration in bar:
+    """Algorithm 1 (the gradient penalty in place of clipping for "gp") for the variant's budget."""
+    generator, critic = ConvGenerator(dcgan[variant]).to(device), ConvCritic(dcgan[variant]).to(device)
+    g_optimizer, c_optimizer = make_optimizer(variant, generator), make_optimizer(variant, critic)
+    state = TrainingRun(runs / f"wgan-{variant}-{profile}-last.pt", run=settings(variant), model=generator,
+                        optimizer=g_optimizer, critic=critic, critic_optimizer=c_optimizer)
+    for _ in state.steps(**budget(variant)):  # resumes; saves every log_every iterations
         for _ in range(n_critic):
             x = train_pixels[torch.randint(len(train_pixels), (m,), device=device)]  # m real samples
             fake = generator.sample(m).detach()  # g_theta(z), z ~ p(z)
@@ -350,35 +372,53 @@ def train_wgan(variant: str):
         g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         g_optimizer.step()  # theta <- theta - alpha * RMSProp(theta, g_theta)  (or Adam)
+        log_progress(state, variant, generator, f_real, f_fake, g_loss)
+    return generator.eval(), critic.eval(), state.log, final_snapshots(state, generator), state.seconds
 
-        if (iteration + 1) % sizes["log_every"] == 0 or iteration + 1 == iterations:
-            w_estimate = (f_real.mean() - f_fake.mean()).item()
-            if not (math.isfinite(w_estimate) and math.isfinite(g_loss.item()) and abs(w_estimate) < 1e4):
-                raise RuntimeError(
-                    f"WGAN-{variant} diverged at generator iteration {iteration + 1}: W estimate "
-                    f"{w_estimate}, generator loss {g_loss.item()}. The last good state is {state_path} "
-                    f"(iteration {start}); lower the learning rate or check the data, then run again "
-                    "to resume from it."
-                )
-            seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            log.append(dict(iteration=iteration + 1, w_estimate=w_estimate, seconds=seconds))
-            out_of_time = seconds > 60 * minutes
-            # sample grids at about 2%, 10% and 30% of the budget, and at the end
-            due = len(snapshots) < 3 and seconds >= (0.02, 0.1, 0.3)[len(snapshots)] * 60 * minutes
-            if due or out_of_time or iteration + 1 == iterations:
-                generator.eval()  # batch normalization with its running statistics
-                with torch.no_grad():
-                    snapshots[iteration + 1] = generator(fixed_z).reshape(-1, 28, 28).cpu()
-                generator.train()
-            save_checkpoint(state_path, generator, optimizer=g_optimizer, config=dcgan, step=iteration + 1,
-                            run=run, extra=dict(critic=critic.state_dict(), log=log, snapshots=snapshots,
-                                                critic_optimizer=c_optimizer.state_dict(), seconds=seconds))
-            start = iteration + 1
-            if out_of_time:
-                print(f"WGAN-{variant}: the {minutes:g}-minute budget is spent")
-                break
-    return generator.eval(), critic.eval(), log, snapshots, seconds
+
+# %% [markdown]
+# The bookkeeping the loop calls: the settings that identify a run (a saved state is resumed only
+# by the same settings), and the record kept at every save: the W estimate, the clock, a stop if
+# the run diverged, and grids of the same 32 latent codes at about 2 %, 10 % and 30 % of the
+# budget and at the end.
+
+# %%
+latent_dim = dcgan["clip"].latent_dim
+fixed_z = torch.randn(32, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def settings(variant: str) -> dict:
+    return dict(config=dcgan[variant], variant=variant, iterations=sizes["iterations"],
+                minutes=sizes[f"{variant}_minutes"], seed=seed, n_critic=n_critic, batch_size=m, c=c)
+
+
+def budget(variant: str) -> dict:
+    return dict(total=sizes["iterations"], every=sizes["log_every"], minutes=sizes[f"{variant}_minutes"],
+                desc=f"WGAN-{variant}")
+
+
+def log_progress(state: TrainingRun, variant: str, generator, f_real, f_fake, g_loss):
+    """At every save: the W estimate on the current batch, a stop if the run diverged, snapshots."""
+    if not state.due:
+        return
+    w_estimate = (f_real.mean() - f_fake.mean()).item()
+    state.check_finite(w_estimate=w_estimate, generator_loss=g_loss.item())
+    state.log.append(dict(iteration=state.current + 1, w_estimate=w_estimate, seconds=state.seconds))
+    taken = len(state.extra.setdefault("snapshots", {}))
+    if taken < 3 and state.seconds >= (0.02, 0.1, 0.3)[taken] * 60 * sizes[f"{variant}_minutes"]:
+        snapshot(state, generator, state.current + 1)
+
+
+@torch.no_grad()
+def snapshot(state: TrainingRun, generator, iteration: int):
+    generator.eval()  # batch normalization with its running statistics
+    state.extra.setdefault("snapshots", {})[iteration] = generator(fixed_z).reshape(-1, 28, 28).cpu()
+    generator.train()
+
+
+def final_snapshots(state: TrainingRun, generator) -> dict:
+    snapshot(state, generator, state.step)
+    return state.extra["snapshots"]
 
 
 # %%
@@ -408,9 +448,10 @@ for variant in ("clip", "gp"):
 
 # %%
 fig = plt.figure(figsize=(14, 7))
+columns = 1 + max(len(results[variant][3]) for variant in ("clip", "gp"))
 for row, variant in enumerate(("clip", "gp")):
     _, _, log, snapshots, _ = results[variant]
-    ax = fig.add_subplot(2, 1 + len(snapshots), row * (1 + len(snapshots)) + 1)
+    ax = fig.add_subplot(2, columns, row * columns + 1)
     its = [entry["iteration"] for entry in log]
     ws = np.array([entry["w_estimate"] for entry in log])
     ax.plot(its, ws, lw=0.6, alpha=0.5)
@@ -420,12 +461,18 @@ for row, variant in enumerate(("clip", "gp")):
     ax.set_title(f"WGAN-{variant}: W estimate")
     ax.set_xlabel("generator iteration")
     for column, (iteration, images) in enumerate(sorted(snapshots.items()), start=2):
-        grid_ax = fig.add_subplot(2, 1 + len(snapshots), row * (1 + len(snapshots)) + column)
+        grid_ax = fig.add_subplot(2, columns, row * columns + column)
         show_images(images[:16], nrow=4, ax=grid_ax, title=f"iteration {iteration:,}")
     print(f"WGAN-{variant}: W estimate (moving average over {window} logs) starts at {smooth[0]:.3g}, "
           f"peaks at {smooth.max():.3g} (iteration {its[window - 1 + int(smooth.argmax())]:,}) "
           f"and ends at {smooth[-1]:.3g}")
+    glue(f"wgan_{variant}_w_start", f"{smooth[0]:.2f}")
+    glue(f"wgan_{variant}_w_peak", f"{smooth.max():.2f}")
+    glue(f"wgan_{variant}_w_end", f"{smooth[-1]:.2f}")
+    glue(f"wgan_{variant}_iterations", f"{log[-1]['iteration']:,}")
+    glue(f"wgan_{variant}_minutes", f"{results[variant][4] / 60:.0f}")
 fig.tight_layout()
+glue("wgan_curves_figure", fig)
 
 # %% [markdown]
 # Gulrajani et al.'s diagnostic of weight clipping: the distribution of the critic's weights after
@@ -450,7 +497,30 @@ for ax, variant in zip(axes, ("clip", "gp"), strict=True):
         beyond = (weights.abs() > c).float().mean().item()
         print(f"WGAN-gp: {beyond:.1%} of the critic's weights are larger than c = {c} in absolute value "
               f"(clipping would cut them all), the largest {weights.abs().max():.3g}")
+        glue("wgan_gp_beyond_c", f"{beyond:.0%}")
 fig.tight_layout()
+glue("wgan_weights_figure", fig)
+glue("wgan_clip_at_walls", f"{at_walls:.0%}")
+
+# %% [markdown]
+# How steep is each critic where it matters? The gradient norm $\lVert \nabla_x f(\hat x) \rVert$ at
+# points $\hat x$ between real and generated images, the places where the penalty asks for 1. The
+# clipped critic's slope is its effective Lipschitz constant $K$ there: it sets the scale of its
+# W estimate, which is $K$ times a distance, not $W_1$ itself.
+
+# %%
+x_real = train_pixels[torch.randperm(len(train_pixels), generator=torch.Generator().manual_seed(seed))[:512]]
+for variant in ("clip", "gp"):
+    generator, critic = results[variant][0], results[variant][1]
+    with torch.no_grad():
+        x_fake = generator.sample(512, generator=torch.Generator(device=device).manual_seed(seed))
+    mix = torch.rand(512, 1, device=device)
+    x_hat = (mix * x_real + (1 - mix) * x_fake).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(critic(x_hat).sum(), x_hat)
+    norms = gradient.norm(dim=1)
+    print(f"WGAN-{variant}: gradient norm of the critic at interpolates: median {norms.median():.3g}, "
+          f"10-90 % range {norms.quantile(0.1):.3g} to {norms.quantile(0.9):.3g}")
+    glue(f"wgan_{variant}_grad_norm", f"{norms.median():.2g}")
 
 # %% [markdown]
 # Samples of the two final generators:
@@ -462,6 +532,9 @@ for ax, variant in zip(axes, ("clip", "gp"), strict=True):
     with torch.no_grad():
         images = generator.sample(64, generator=torch.Generator(device=device).manual_seed(seed))
     show_images(images.reshape(-1, 28, 28).cpu(), nrow=8, ax=ax, title=f"WGAN-{variant}")
+glue("wgan_samples_figure", fig)
+glue("wgan_hardware", hardware(device))
+glue("wgan_profile", profile)
 
 # %% [markdown]
 # ## 6. Publishing the generators

@@ -70,3 +70,20 @@ def test_animation_html_plays_without_the_network():
     assert "http" not in html and "font-awesome" not in html and 'class="fa' not in html
     assert html.count("data:image/png;base64") == 3  # every frame embedded
     assert "<span>▶</span>" in html and "<span>❚❚</span>" in html
+
+
+def test_glue_hands_values_to_myst_nb_and_is_silent_without_it(monkeypatch):
+    import sys
+    import types
+
+    from genmodels.plotting import glue
+
+    calls = []
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=True: calls.append((name, value, display))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    glue("answer", "42")
+    glue("shown", "7", display=True)
+    assert calls == [("answer", "42", False), ("shown", "7", True)]
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # not installed: import fails
+    assert glue("answer", "42") is None and len(calls) == 2

@@ -18,6 +18,8 @@ from genmodels.train import (
     PROFILES,
     CheckpointError,
     ProfileError,
+    StaleRunError,
+    TrainingRun,
     file_sha256,
     git_commit,
     hardware,
@@ -368,3 +370,80 @@ def test_power_ema_weights_update_n_in_proportion_to_n_to_the_gamma():
         assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match="gamma must be greater than -1"):
         train.power_ema(model, gamma=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# TrainingRun: the bookkeeping around a training loop
+
+
+def _toy_run(path, total, *, stop_at=None, every=1, minutes=None, settings=None):
+    """Fit a line with SGD and a decaying learning rate on data drawn inside the loop (so the RNG
+    matters); ``stop_at`` interrupts the loop body at that step, as a killed process would."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    state = TrainingRun(path, run=settings or dict(lr=0.1), model=model, optimizer=optimizer,
+                        schedule=schedule)
+    for step in state.steps(total, every=every, minutes=minutes):
+        if step == stop_at:
+            raise KeyboardInterrupt
+        x = torch.randn(16, 3)
+        loss = (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if state.due:
+            state.log.append(dict(step=step + 1, loss=loss.item()))
+    return model, state
+
+
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path):
+    straight, straight_state = _toy_run(tmp_path / "a.pt", 10)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_run(tmp_path / "b.pt", 10, stop_at=6)
+    assert read_checkpoint(tmp_path / "b.pt")["step"] == 6  # steps 0..5 done and saved
+    resumed, resumed_state = _toy_run(tmp_path / "b.pt", 10)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # RNG, momentum and schedule all restored
+    assert resumed_state.log == straight_state.log and len(resumed_state.log) == 10
+    assert resumed_state.step == 10 and resumed_state.seconds >= 0
+
+
+def test_a_finished_run_resumes_to_nothing_left_to_do(tmp_path):
+    _toy_run(tmp_path / "a.pt", 4)
+    model, state = _toy_run(tmp_path / "a.pt", 4)
+    assert state.step == 4 and len(state.log) == 4
+
+
+def test_saving_every_k_steps_and_the_last(tmp_path):
+    _, state = _toy_run(tmp_path / "a.pt", 7, every=3)
+    assert [entry["step"] for entry in state.log] == [3, 6, 7]
+
+
+def test_a_minute_budget_stops_after_the_first_save_past_it(tmp_path):
+    _, state = _toy_run(tmp_path / "a.pt", 100, every=5, minutes=0.0)
+    assert state.budget_spent and state.step == 5 and len(state.log) == 1
+    _, again = _toy_run(tmp_path / "a.pt", 100, every=5, minutes=0.0)  # budget already spent
+    assert again.budget_spent and again.step == 5
+
+
+def test_a_run_with_other_settings_is_not_continued(tmp_path):
+    _toy_run(tmp_path / "a.pt", 3)
+    with pytest.raises(StaleRunError, match="lr"):
+        _toy_run(tmp_path / "a.pt", 3, settings=dict(lr=0.2))
+
+
+def test_check_finite_names_the_values_and_keeps_the_last_good_state(tmp_path):
+    path = tmp_path / "a.pt"
+    _toy_run(path, 2)
+    before = path.read_bytes()
+    state = TrainingRun(path, run=dict(lr=0.1), model=torch.nn.Linear(3, 1),
+                        optimizer=torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1))
+    state.check_finite(loss=1.0, w=-3.0)  # fine
+    with pytest.raises(RuntimeError, match=r"loss = nan.*last good state"):
+        state.check_finite(loss=float("nan"), w=1.0)
+    with pytest.raises(RuntimeError, match="w = 100000"):
+        state.check_finite(w=1e5)
+    assert path.read_bytes() == before

@@ -1,9 +1,11 @@
-"""Figures the chapters share: image grids, and 2-D densities with their score fields."""
+"""Figures the chapters share: image grids, 2-D densities with their score fields, and gluing
+figures and numbers into the chapter pages."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,7 +14,7 @@ from matplotlib.animation import Animation
 from matplotlib.axes import Axes
 from torchvision.utils import make_grid
 
-__all__ = ["animation_html", "image_grid", "show_images", "density_and_score"]
+__all__ = ["animation_html", "density_and_score", "glue", "image_grid", "show_images"]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
@@ -96,3 +98,15 @@ def animation_html(animation: Animation, fps: int = 4) -> str:
     html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
     return re.sub(r'<i class="(fa [^"]*)"></i>',
                   lambda match: f"<span>{_BUTTON_GLYPHS.get(match.group(1), '·')}</span>", html)
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` (a figure, a number's text, HTML) under ``name`` for the book's chapter pages
+    (myst-nb's ``glue``); where myst-nb is not installed, as on Colab, there is no page to feed and
+    nothing happens. Unlike myst-nb's, ``display`` defaults to False: the notebook shows the value
+    where it is computed, the page where it is discussed."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=display)

@@ -10,6 +10,7 @@ import atexit
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import platform
@@ -19,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar, get_args
 
@@ -34,6 +35,7 @@ __all__ = [
     "ChecksumError",
     "ProfileError",
     "StaleRunError",
+    "TrainingRun",
     "file_sha256",
     "git_commit",
     "hardware",
@@ -730,6 +732,106 @@ _LOADERS = {  # model class -> the function that loads it, for error messages
     "Critic": "genmodels.train.load_model(path, Critic, WGANConfig)",
     "ConvCritic": "genmodels.train.load_model(path, ConvCritic, DCGANConfig)",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# The bookkeeping around a training loop
+
+
+class TrainingRun:
+    """What a training loop carries besides its algorithm: resuming, saving, its clock, its budget.
+
+    A notebook's loop then shows only the algorithm's lines::
+
+        state = TrainingRun(runs / "vae-last.pt", run=settings, model=vae, optimizer=adam,
+                            schedule=lr_schedule)
+        for epoch in state.steps(epochs, desc="vae"):
+            ...                              # the algorithm
+            state.log.append(dict(...))      # whatever the loop measures
+
+    ``steps`` first resumes from ``path`` when a run with the same ``run`` settings saved it there
+    (:func:`resume`; other settings raise :class:`StaleRunError`), then yields the remaining step
+    indices. After every ``every``-th step (and the last) it saves the model, the optimizer, every
+    other object with a ``state_dict`` passed as a keyword (a second network, its optimizer, a
+    learning-rate schedule, an EMA), ``log``, ``extra`` and the clock, atomically; with ``minutes``
+    it stops after the first save past that budget of training time. ``due`` tells the loop body
+    whether the step it is in ends with a save (the moment to measure and log). A loop body that
+    raises leaves the last saved state intact, so running again continues from it.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, run: dict[str, Any], model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, config: Any = None, **others: Any) -> None:
+        self.path, self.run, self.config = Path(path), run, config
+        self.model, self.optimizer, self.others = model, optimizer, others
+        self.step, self.log, self.extra = 0, [], {}
+        self.due, self.budget_spent, self.current = False, False, 0
+        self._seconds, self._clock = 0.0, None
+
+    @property
+    def seconds(self) -> float:
+        """Training time so far, across resumed sessions (wall time inside :meth:`steps`)."""
+        running = time.perf_counter() - self._clock if self._clock is not None else 0.0
+        return self._seconds + running
+
+    def resume(self) -> bool:
+        """Load the saved state of this run, if any; True when there was one."""
+        checkpoint = resume(self.path, self.model, optimizer=self.optimizer, run=self.run)
+        if checkpoint is None:
+            return False
+        saved = checkpoint["extra"]
+        missing = sorted(set(self.others) - set(saved["states"]))
+        if missing:
+            raise CheckpointError(f"{self.path} holds no state for {', '.join(missing)}: move it aside "
+                                  "to start afresh")
+        for name, obj in self.others.items():
+            obj.load_state_dict(saved["states"][name])
+        self.step, self.log, self.extra = checkpoint["step"], saved["log"], saved["extra"]
+        self._seconds = saved["seconds"]
+        return True
+
+    def save(self) -> Path:
+        """Write the whole state to ``path`` atomically."""
+        states = {name: obj.state_dict() for name, obj in self.others.items()}
+        extra = dict(states=states, log=self.log, extra=self.extra, seconds=self.seconds)
+        return save_checkpoint(self.path, self.model, optimizer=self.optimizer, config=self.config,
+                               step=self.step, run=self.run, extra=extra)
+
+    def steps(self, total: int, *, every: int = 1, minutes: float | None = None,
+              desc: str | None = None) -> Iterator[int]:
+        """Resume, then yield the step indices ``step, ..., total - 1``, saving as described above."""
+        if every < 1:
+            raise ValueError(f"every must be a positive number of steps, not {every}")
+        self.resume()
+        self.budget_spent = minutes is not None and self._seconds > 60 * minutes
+        if self.budget_spent:
+            return
+        self._clock = time.perf_counter()
+        try:
+            for step in progress(range(self.step, total), desc=desc, initial=self.step, total=total):
+                self.due = (step + 1) % every == 0 or step + 1 == total
+                self.current = step
+                yield step
+                if self.due:
+                    self.step = step + 1
+                    self.save()
+                    if minutes is not None and self.seconds > 60 * minutes:
+                        self.budget_spent = True
+                        return
+        finally:
+            self._seconds, self._clock = self.seconds, None
+
+    def check_finite(self, limit: float = 1e4, **values: float) -> None:
+        """Stop the run with a clear message when a measured value is not finite or exceeds
+        ``limit`` in size (a diverging run); the last saved state stays as it was."""
+        bad = {name: value for name, value in values.items()
+               if not (math.isfinite(value) and abs(value) < limit)}
+        if bad:
+            shown = ", ".join(f"{name} = {value}" for name, value in bad.items())
+            raise RuntimeError(
+                f"the run diverged at step {self.current + 1} ({shown}). The last good state, step "
+                f"{self.step}, is {self.path}: lower the learning rate or check the data, then run "
+                "again to resume from it"
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ for split, dataset in (("train", train), ("test", test)):
     assert tuple(counts.tolist()) == MNIST_LABEL_COUNTS[split]
 print("pixel dtype:", train.data.dtype, "range:", int(train.data.min()), "to", int(train.data.max()))
 
-# %%
+# %% tags=["hide-input"]
 first = train.data[:64].float() / 255  # (64, 28, 28), values in [0, 1]
 ax = show_images(first, nrow=16, title="The first 64 training images")
 ax.figure.set_size_inches(10, 2.8)
@@ -122,7 +122,7 @@ print("their labels:\n", train.targets[:64].reshape(4, 16).numpy())
 # an image is used, each pixel $x_d \in [0, 1]$ is redrawn as $b_d \sim \mathrm{Bernoulli}(x_d)$.
 # The histogram and the three draws below show what that does.
 
-# %%
+# %% tags=["hide-input"]
 pixels = train.data[:1000].float().div(255).reshape(-1)
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 2.8), gridspec_kw={"width_ratios": [1.3, 1]})
 left.hist(pixels.numpy(), bins=51, log=True, color="tab:blue")
@@ -159,7 +159,7 @@ gap = (autograd_score - mixture.score(x.detach())).abs().max().item()
 print(f"largest difference between the closed-form score and autograd: {gap:.2e}")
 assert gap < 1e-8
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
 density_and_score(mixture.log_prob, mixture.score, limits=(-3, 3), ax=axes[0])
 axes[0].set_title("eight Gaussians: $p(x)$ and the direction of $\\nabla_x \\log p(x)$")
@@ -231,7 +231,7 @@ for name, (forward_kl, reverse_kl) in kls.items():
 (f_fwd, f_rev), *reverse_kls = kls.values()
 assert all(f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls)  # each wins its own game
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
 grid = torch.linspace(-3.5, 3.5, 200, dtype=torch.float64)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")

@@ -327,7 +327,7 @@ print(f"{len(history)} epochs in {train_seconds / 60:.1f} minutes of training on
 # dimensions, paying nats of KL for every nat of reconstruction it gains. Train and test curves stay
 # close, since dynamic binarization makes memorizing the training set hard.
 
-# %%
+# %% tags=["hide-input"]
 epochs_seen = [h["epoch"] for h in history]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 titles = [r"reconstruction $-\log p_\theta(x|z)$", r"KL$(q_\phi(z|x) \| p(z))$"]
@@ -352,7 +352,7 @@ glue("vae_loss_terms_figure", fig)
 # Top: binarized test images. Bottom: the decoder's pixel probabilities $p_\theta(x \mid z)$ at
 # $z = \mu_\phi(x)$, the mean of the encoder's distribution.
 
-# %%
+# %% tags=["hide-input"]
 with torch.no_grad():
     originals = test_x[:16]
     mu, _ = vae.encoder(originals)
@@ -361,6 +361,7 @@ fig, axes = plt.subplots(2, 1, figsize=(10, 1.6))
 show_images(originals.reshape(-1, 28, 28).cpu(), nrow=16, ax=axes[0])
 show_images(reconstructions.cpu(), nrow=16, ax=axes[1])
 axes[0].set_title("binarized test images (top) and reconstruction probabilities (bottom)", fontsize=9)
+fig.tight_layout()
 
 # %% [markdown]
 # ### Samples
@@ -384,7 +385,7 @@ glue("vae_samples_figure", fig)
 # them. The decoded images change smoothly: nearby codes decode to similar images, which the KL
 # term encourages by packing the codes into the region the prior covers.
 
-# %%
+# %% tags=["hide-input"]
 pairs = [(0, 1), (2, 3), (4, 7), (10, 11)]
 steps = torch.linspace(0, 1, 10, device=device)[:, None]
 rows = []

@@ -270,7 +270,7 @@ for iteration in progress(range(sizes["toy_iterations"]), desc="2-D WGAN-GP"):
         exact, _ = optimal_transport(real[:n_w1].numpy(), fake[:n_w1].numpy())
         toy_log.append((iteration + 1, estimate, exact))
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
 grid = torch.linspace(-3.2, 3.2, 150)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")
@@ -446,7 +446,7 @@ for variant in ("clip", "gp"):
 # architecture, which nobody computes, so its curve estimates at most $K \cdot W_1$: read its shape,
 # not its level, and not against the other curve. The numbers below the figure summarize both.
 
-# %%
+# %% tags=["hide-input"]
 fig = plt.figure(figsize=(14, 7))
 columns = 1 + max(len(results[variant][3]) for variant in ("clip", "gp"))
 for row, variant in enumerate(("clip", "gp")):
@@ -481,7 +481,7 @@ glue("wgan_curves_figure", fig)
 # spends its capacity on being Lipschitz rather than on telling the images apart. The penalized
 # critic's weights are free to take any value.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3))
 for ax, variant in zip(axes, ("clip", "gp"), strict=True):
     weights = torch.cat([p.detach().flatten().cpu() for name, p in results[variant][1].named_parameters()
@@ -525,7 +525,7 @@ for variant in ("clip", "gp"):
 # %% [markdown]
 # Samples of the two final generators:
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))
 for ax, variant in zip(axes, ("clip", "gp"), strict=True):
     generator = results[variant][0]

@@ -82,15 +82,9 @@ from genmodels.langevin import (
     score_from_eps,
 )
 from genmodels.metrics import FeatureStatistics, frechet_distance, to_uint8
-from genmodels.plotting import animation_html, density_and_score, show_images
+from genmodels.plotting import animation_html, density_and_score, glue, show_images
 from genmodels.train import hardware, pick_device, resolve_profile, seed_everything
 
-try:
-    from myst_nb import glue  # stores outputs for the chapter page
-except ImportError:  # outside the book's environment (e.g. Colab) gluing has no reader
-
-    def glue(name, value, display=True):
-        return None
 
 
 profile = resolve_profile(profile)
@@ -121,7 +115,7 @@ print(f"largest difference between the score of 7 p by autograd and the exact sc
 fig, ax = plt.subplots(figsize=(4, 4))
 density_and_score(mixture.log_prob, mixture.score, limits=(-3, 3), ax=ax)
 ax.set_title("eight Gaussians and their score")
-glue("langevin_score_field", fig, display=False)
+glue("langevin_score_field", fig)
 
 # %% [markdown]
 # ## 2. The unadjusted chain is biased; the Metropolis correction removes the bias
@@ -165,9 +159,9 @@ ax.loglog(etas, [max(row["mala"], 1e-3) for row in bias], "s", label="MALA, meas
 ax.set_xlabel("step size η")
 ax.set_ylabel("‖covariance − Σ‖ (Frobenius)")
 ax.legend(fontsize=8)
-glue("langevin_bias", fig, display=False)
-glue("langevin_bias_eta_01", f"{bias[3]['ula']:.3f}", display=False)
-glue("langevin_mala_eta_01", f"{bias[3]['mala']:.3f}", display=False)
+glue("langevin_bias", fig)
+glue("langevin_bias_eta_01", f"{bias[3]['ula']:.3f}")
+glue("langevin_mala_eta_01", f"{bias[3]['mala']:.3f}")
 
 # %% [markdown]
 # To try other settings, move the sliders (this needs a running kernel, e.g. on Colab; the figure
@@ -217,7 +211,7 @@ ax.semilogy(range(10, 201, 10), distances)
 ax.set_xlabel("steps")
 ax.set_ylabel("mean distance from the mode")
 ax.set_title("x ← x − η ∇log p + √(2η) ξ runs away")
-glue("langevin_wrong_sign", fig, display=False)
+glue("langevin_wrong_sign", fig)
 print(f"mean distance after 200 steps with the lecture's sign: {distances[-1]:.3g}")
 
 # %% [markdown]
@@ -250,8 +244,8 @@ p_single = stats.chisquare(mode_counts(single)).pvalue
 p_annealed = stats.chisquare(mode_counts(annealed)).pvalue
 print(f"single level: counts {mode_counts(single).tolist()}, chi-square p = {p_single:.2g}")
 print(f"annealed:     counts {mode_counts(annealed).tolist()}, chi-square p = {p_annealed:.2g}")
-glue("langevin_p_single", f"{p_single:.1g}" if p_single > 0 else "below 10⁻³⁰⁰", display=False)
-glue("langevin_p_annealed", f"{p_annealed:.2f}", display=False)
+glue("langevin_p_single", f"{p_single:.1g}" if p_single > 0 else "below 10⁻³⁰⁰")
+glue("langevin_p_annealed", f"{p_annealed:.2f}")
 
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
 for ax, x, title in ((axes[0], single, "one level"), (axes[1], annealed, "annealed")):
@@ -266,7 +260,7 @@ axes[2].set_xlabel("mode")
 axes[2].set_ylabel("particles")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
-glue("langevin_annealing", fig, display=False)
+glue("langevin_annealing", fig)
 
 # %% [markdown]
 # The same annealing written out level by level, to keep a frame of the particles every few steps:
@@ -290,7 +284,7 @@ movie = animation.FuncAnimation(fig, lambda k: cloud.set_offsets(frames[k].numpy
 plt.close(fig)
 HTML(animation_html(movie))
 
-# %%
+# %% tags=["hide-input"]
 picks = np.linspace(0, len(levels) - 1, 5).round().astype(int)
 fig, axes = plt.subplots(1, len(picks), figsize=(2.2 * len(picks), 2.3))
 for ax, k in zip(axes, picks, strict=True):
@@ -306,7 +300,7 @@ fig.tight_layout()
 # The paths of six particles from the fourth noise level on (before it, the noise is so large that
 # every step jumps across the picture): each settles into one of the eight modes as sigma shrinks.
 
-# %%
+# %% tags=["hide-input"]
 settling = [x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level]  # level 4 on
 paths = torch.stack([x[:6] for x in settling], dim=1)  # (6 particles, frames, 2)
 fig, ax = plt.subplots(figsize=(4, 4))
@@ -316,7 +310,7 @@ for path in paths:
     ax.plot(path[0, 0], path[0, 1], "wo", ms=4, mec="k")  # where the fourth level begins
     ax.plot(path[-1, 0], path[-1, 1], "k.", ms=6)  # where the last level ends
 ax.set_title(f"annealed Langevin: 6 paths, σ ≤ {sigmas[3]:.2f}", fontsize=9)
-glue("langevin_trajectories", fig, display=False)
+glue("langevin_trajectories", fig)
 
 # %% [markdown]
 # ## 5. Learning the score by denoising
@@ -385,7 +379,7 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     print(f"sigma {level:.3f}: relative root-mean-square error of the learned score under the "
           f"noised mixture: {relative:.3f}")
 fig.tight_layout()
-glue("langevin_learned_score", fig, display=False)
+glue("langevin_learned_score", fig)
 
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
 for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
@@ -398,8 +392,8 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     arrows = ax.quiver(sub[:, 0], sub[:, 1], gap[:, 0], gap[:, 1], size, cmap="Reds", angles="xy")
     ax.set_title(f"σ = {level:.2f}: learned − exact", fontsize=8)
 fig.colorbar(arrows, ax=axes, shrink=0.8, label="‖learned − exact‖ / max(‖exact‖, 1)")
-glue("langevin_score_difference", fig, display=False)
-glue("langevin_dsm_error", f"{max(e['relative'] for e in errors):.2f}", display=False)
+glue("langevin_score_difference", fig)
+glue("langevin_dsm_error", f"{max(e['relative'] for e in errors):.2f}")
 
 learned_chain = annealed_langevin_sample(
     lambda x, i: score_net(x, torch.tensor([[sigmas[i]]], dtype=torch.float64)).detach(),
@@ -407,7 +401,7 @@ learned_chain = annealed_langevin_sample(
 p_learned = stats.chisquare(mode_counts(learned_chain)).pvalue
 print(f"annealed Langevin on the learned scores: counts {mode_counts(learned_chain).tolist()}, "
       f"chi-square p = {p_learned:.2g}")
-glue("langevin_p_learned", f"{p_learned:.1g}", display=False)
+glue("langevin_p_learned", f"{p_learned:.1g}")
 
 # %% [markdown]
 # ## 6. MNIST: the DDPM's noise predictor is a score
@@ -492,9 +486,9 @@ table = "\n".join(["| sampler | network calls | FID | s per 1,000 |", "|---|---|
                   + [f"| real training images (floor) | | {floor:.2f} | |"])
 display(Markdown(table))
 to_html = MarkdownIt("commonmark").enable("table").render  # the chapter page pastes HTML, not Markdown
-glue("langevin_mnist_table", HTML(to_html(table).replace("<table>", '<table class="table">')), display=False)
-glue("langevin_mnist_n", f"{sizes['n_fid']:,}", display=False)
-glue("langevin_hardware", hardware(device), display=False)
+glue("langevin_mnist_table", HTML(to_html(table).replace("<table>", '<table class="table">')))
+glue("langevin_mnist_n", f"{sizes['n_fid']:,}")
+glue("langevin_hardware", hardware(device))
 
 # %% [markdown]
 # Digits taking shape under the predictor-corrector sampler: each column is the state after the
@@ -509,4 +503,4 @@ evolution = torch.stack([*kept, final.cpu()], dim=1)  # (8 samples, steps, 1, 28
 fig, ax = plt.subplots(figsize=(7, 7))
 show_images(((evolution.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2), nrow=evolution.shape[1], ax=ax)
 ax.set_title("t = " + ", ".join(str(t) for t in keep) + ", then 0", fontsize=8)
-glue("langevin_mnist_evolution", fig, display=False)
+glue("langevin_mnist_evolution", fig)

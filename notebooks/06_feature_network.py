@@ -142,7 +142,7 @@ if profile != "smoke":
 # %% [markdown]
 # The digits it gets wrong, with its guess and the label. Many are ambiguous even to a person.
 
-# %%
+# %% tags=["hide-input"]
 shown = errors[:24]
 ax = show_images(test_images[shown], nrow=12, title="misclassified test digits")
 ax.figure.set_size_inches(10, 2.2)

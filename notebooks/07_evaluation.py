@@ -54,6 +54,7 @@ profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE
 seeds = 3  # sampling seeds per row; each row reports mean and standard deviation over them
 
 # %%
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ from genmodels.metrics import (
     precision_recall,
     to_uint8,
 )
-from genmodels.plotting import show_images
+from genmodels.plotting import glue, show_images
 from genmodels.train import (
     git_commit,
     hardware,
@@ -88,12 +89,6 @@ from genmodels.train import (
 from genmodels.vae import load_vae
 from genmodels.wgan import load_generator
 
-try:
-    from myst_nb import glue  # stores outputs for the book's results page
-except ImportError:  # outside the book's environment (e.g. Colab) gluing has no reader
-
-    def glue(name, value, display=True):
-        return None
 
 
 profile = resolve_profile(profile)
@@ -211,9 +206,12 @@ def ddpm_sample(n: int, seed: int, batch: int = 500) -> torch.Tensor:
 
 
 ddpm_bound = min(ddpm_record["nll_bits_per_dim"].values())  # the tighter of the two fixed variances
-ddpm_info = dict(nll=ddpm_bound, nll_unit="bits/dim (bound)", train_seconds=ddpm_record["train_seconds"],
+ddpm_info = dict(nll=ddpm_bound, nll_unit=f"bits/dim (bound, {ddpm_record['n_nll']} test images)",
+                 train_seconds=ddpm_record["train_seconds"],
                  params=sum(p.numel() for p in ddpm.parameters()), checkpoint="ddpm.pt")
-vae_info = dict(nll=vae_record["test_nll"], nll_unit=vae_record["nll_unit"],
+vae_info = dict(nll=vae_record["test_nll"],
+                nll_unit=f"{vae_record['nll_unit']} (IWAE K = {vae_record['test_nll_k']:,}, "
+                         f"{vae_record['test_nll_n']:,} test images)",
                 train_seconds=vae_record["train_seconds"], params=sum(p.numel() for p in vae.parameters()),
                 checkpoint="vae-j32.pt")
 registry = [
@@ -301,8 +299,8 @@ caption = (f"N = {n_samples:,} samples per row and seed, {seeds} seeds; features
            f"set. Profile `{profile}`, {hardware(device)}, commit `{commit[:10]}`.")
 table = "\n".join(lines)
 to_html = MarkdownIt("commonmark").enable("table").render  # other pages paste HTML, not Markdown
-glue("results_table", HTML(to_html(table).replace("<table>", '<table class="table">')), display=False)
-glue("results_caption", HTML(to_html(caption)), display=False)
+glue("results_table", HTML(to_html(table).replace("<table>", '<table class="table">')))
+glue("results_caption", HTML(to_html(caption)))
 Markdown(table + "\n\n" + caption)
 
 # %%
@@ -348,13 +346,17 @@ else:
 # %% [markdown]
 # ## Samples side by side
 
-# %%
-fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4))
-for ax, (name, images) in zip(axes, grids.items(), strict=False):
+# %% tags=["hide-input"]
+columns = 3
+rows = math.ceil(len(grids) / columns)
+fig, axes = plt.subplots(rows, columns, figsize=(13, 2.9 * rows), squeeze=False)
+for ax, (name, images) in zip(axes.flat, grids.items(), strict=False):
     show_images(images, nrow=8, ax=ax)
     ax.set_title(name.replace(": ", ":\n"), fontsize=9)
+for ax in axes.flat[len(grids):]:
+    ax.axis("off")
 fig.tight_layout()
-glue("sample_grids", fig, display=False)
+glue("sample_grids", fig)
 
 # %% [markdown]
 # ## Are the samples copies of training images?

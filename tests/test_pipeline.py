@@ -172,7 +172,23 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
     assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
     assert plan(repo, "cpu", TINY) == []  # up to date: nothing re-runs
 
+    notebook.cells[1].metadata["tags"] = ["hide-input"]  # how the book shows a cell: no re-run either
+    nbformat.write(notebook, path)
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    refreshed = nbformat.read(executed, as_version=4)
+    shown = [c for c in refreshed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    assert shown[1].metadata["tags"] == ["hide-input"]
+    assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
+
     notebook.cells[1].source += "\nprint('changed')"  # code changed: prose alone cannot bring it up to date
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit, match="code cells .* changed since it ran: run it"):
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+
+
+def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_holds_the_lock(repo):
+    with pipeline._exclusive(repo, "cpu"):
+        with pytest.raises(SystemExit, match="another run of the cpu profile"):
+            run(repo, "cpu")
+        assert not (repo / "results" / "pipeline.json").exists()  # it wrote nothing
+    assert run(repo, "cpu")  # the lock is released with the first run

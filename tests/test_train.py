@@ -447,3 +447,18 @@ def test_check_finite_names_the_values_and_keeps_the_last_good_state(tmp_path):
     with pytest.raises(RuntimeError, match="w = 100000"):
         state.check_finite(w=1e5)
     assert path.read_bytes() == before
+
+
+def test_time_inside_paused_is_not_training_time(tmp_path, monkeypatch):
+    clock = iter(range(0, 1000, 10))  # every reading of the clock is 10 seconds after the last
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    state = TrainingRun(tmp_path / "a.pt", run=dict(lr=0.1), model=nn.Linear(2, 1),
+                        optimizer=torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1))
+    monkeypatch.setattr(state, "save", lambda: None)
+    for _ in state.steps(1):
+        before = state.seconds  # clock started at 0, read at 10
+        with state.paused():  # stops at 20: the 10 seconds since count ...
+            assert state.seconds == before + 10
+            assert state.seconds == before + 10  # ... and nothing while paused
+        after = state.seconds  # restarted at 30, read at 40
+    assert after == before + 20

@@ -15,6 +15,8 @@ Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFI
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -158,6 +160,26 @@ def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
             "executed": file_sha256(final)}
 
 
+@contextlib.contextmanager
+def _exclusive(root: Path, profile: str):
+    """Hold the manifest's lock while a run writes it: a second `make results` for the same profile
+    stops at once with a message, instead of both runs writing over each other's manifest and copies."""
+    path = _manifest_path(root, profile).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(
+                f"another run of the {profile} profile holds {path}: wait for it to finish (or stop it) "
+                "and run again; the notebooks it completes will be skipped"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_pipeline(
     root: Path, profile: str, *, only: list[str] | None = None, force: list[str] | None = None,
     steps: tuple[Step, ...] = STEPS, timeout: int | None = None, log=print,
@@ -170,6 +192,11 @@ def run_pipeline(
     for name in (only or []) + (force or []):
         if name not in known:
             raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(sorted(known))}")
+    with _exclusive(root, profile):
+        return _run_locked(root, profile, only, force, steps, timeout, log)
+
+
+def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     manifest_path = _manifest_path(root, profile)
     manifest = _read_manifest(manifest_path)
     entries = manifest.setdefault("notebooks", {})
@@ -201,7 +228,8 @@ def run_pipeline(
 
 def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[Step, ...] = STEPS,
                      log=print) -> None:
-    """Copy a notebook's Markdown cells into its executed copy, when nothing that runs has changed.
+    """Copy a notebook's Markdown cells, and the tags of every cell (how the book shows it: hidden
+    input, removed output), into its executed copy, when nothing that runs has changed.
 
     Prose is often written after a run, once its outputs can be read; re-running a notebook for that
     would cost its whole run (hours on a CPU). Refused unless the code cells are exactly those that
@@ -235,14 +263,19 @@ def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[St
     for new, old in zip(source.cells, ran, strict=True):
         if new.cell_type == "markdown" and new.source != old.source:
             old.source, changed = new.source, changed + 1
+        tags = list(new.metadata.get("tags", []))
+        if tags != list(old.metadata.get("tags", [])):
+            old.metadata["tags"], changed = tags, changed + 1
+            if not tags:
+                del old.metadata["tags"]
     temporary = executed_path.with_name(f".{notebook}.markdown.ipynb")
     nbformat.write(executed, temporary)
     os.replace(temporary, executed_path)
     entry.update(key=key, executed=file_sha256(executed_path),
                  markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_json(manifest_path, manifest)
-    log(f"{notebook}: {changed} Markdown cell(s) refreshed in {executed_path.relative_to(root)}; "
-        "outputs untouched")
+    log(f"{notebook}: {changed} Markdown cell(s) or cell tags refreshed in "
+        f"{executed_path.relative_to(root)}; outputs untouched")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,8 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     profile = resolve_profile(args.profile)
     if args.refresh_markdown:
-        for notebook in args.refresh_markdown:
-            refresh_markdown(args.root, notebook, profile)
+        with _exclusive(args.root, profile):
+            for notebook in args.refresh_markdown:
+                refresh_markdown(args.root, notebook, profile)
         return
     if profile == "gpu" and not (args.only or args.all):
         stale = plan(args.root, profile)

@@ -7,6 +7,7 @@ The training loops themselves live in the notebooks, where the algorithm's lines
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -819,6 +820,18 @@ class TrainingRun:
                         return
         finally:
             self._seconds, self._clock = self.seconds, None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the clock inside the block: time spent evaluating during training is not training
+        time, and does not count against the budget of ``steps``."""
+        running = self._clock is not None
+        self._seconds, self._clock = self.seconds, None
+        try:
+            yield
+        finally:
+            if running:
+                self._clock = time.perf_counter()
 
     def check_finite(self, limit: float = 1e4, **values: float) -> None:
         """Stop the run with a clear message when a measured value is not finite or exceeds

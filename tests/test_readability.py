@@ -1,0 +1,83 @@
+"""Notebooks a student can read: the training loops fit on one screen beside their algorithm box,
+plots are folded away in the book while the algorithms stay open, Markdown reads the same in the book
+and in Colab, and the executed copies carry no clutter (object reprs, leftovers of interrupted runs)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MAX_TRAINING_LINES = 25
+# A cell whose first statement makes a figure draws, and only draws: the book folds its input away.
+MAKES_FIGURE = re.compile(r"^fig(, [\w()., ]+)? = plt\.(subplots|figure)\(")
+MYST_ONLY = re.compile(r"\{(eq|numref|ref|cite(:\w+)?|glue(:\w+)?|doc|term)\}`")
+
+
+def code_cells(path: Path) -> list[nbformat.NotebookNode]:
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def statements(source: str) -> list[str]:
+    return [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith(("#", "%"))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_training_functions_fit_on_one_screen(path):
+    for cell in code_cells(path):
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue  # IPython magics: no training function there
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("train"):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= MAX_TRAINING_LINES, (
+                    f"{path.stem}: {node.name} is {length} lines; move its bookkeeping (resuming, saving, "
+                    f"logging) into genmodels.train or a helper so the algorithm fits in {MAX_TRAINING_LINES}"
+                )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_plotting_cells_are_folded_and_algorithm_cells_stay_open(path):
+    for cell in code_cells(path):
+        lines = statements(cell.source)
+        hidden = "hide-input" in cell.metadata.get("tags", [])
+        defines = any(re.match(r"\s*(def|class) ", line) for line in lines)
+        checks = any(re.match(r"\s*assert ", line) for line in lines)
+        if hidden:
+            assert not defines and not re.search(r"\btrain_\w+\(", cell.source), (
+                f"{path.stem}: a cell that defines or trains something is hidden:\n{cell.source[:200]}")
+        elif lines and MAKES_FIGURE.match(lines[0]) and not defines and not checks:
+            pytest.fail(f"{path.stem}: a plotting cell is shown in full; tag it hide-input:\n{cell.source[:200]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_markdown_reads_the_same_in_colab(path):
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            found = MYST_ONLY.search(cell.source)
+            assert not found, (f"{path.stem}: the MyST role {found.group(0)} shows as raw text in Colab and "
+                               "Jupyter; write the formula or link to the chapter instead")
+
+
+CLUTTER = re.compile(r"^(<(Axes|Figure|matplotlib)[^>]*>|Text\(\d|\[<matplotlib)|resuming .* after", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_executed_copy_carries_no_clutter(path):
+    executed = ROOT / "book" / "notebooks" / path.name
+    for cell in code_cells(executed):
+        for output in cell.get("outputs", []):
+            if output.output_type not in ("stream", "execute_result"):
+                continue  # a displayed figure carries its repr beside the image; the book shows the image
+            text = output.get("text", "") or output.get("data", {}).get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            found = CLUTTER.search(text)
+            assert not found, f"{path.stem}: an executed cell prints {found.group(0)!r}: end the cell with ';' " \
+                              "or assign the value"

@@ -92,7 +92,6 @@ from genmodels.train import (
 )
 from genmodels.unet import UNet, UNetConfig
 
-
 profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()

@@ -85,8 +85,6 @@ from genmodels.metrics import FeatureStatistics, frechet_distance, to_uint8
 from genmodels.plotting import animation_html, density_and_score, glue, show_images
 from genmodels.train import hardware, pick_device, resolve_profile, seed_everything
 
-
-
 profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()

@@ -89,8 +89,6 @@ from genmodels.train import (
 from genmodels.vae import load_vae
 from genmodels.wgan import load_generator
 
-
-
 profile = resolve_profile(profile)
 device = pick_device()
 n_samples = {"smoke": 500, "cpu": 10_000, "gpu": 10_000}[profile]

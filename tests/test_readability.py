@@ -54,7 +54,8 @@ def test_plotting_cells_are_folded_and_algorithm_cells_stay_open(path):
             assert not defines and not re.search(r"\btrain_\w+\(", cell.source), (
                 f"{path.stem}: a cell that defines or trains something is hidden:\n{cell.source[:200]}")
         elif lines and MAKES_FIGURE.match(lines[0]) and not defines and not checks:
-            pytest.fail(f"{path.stem}: a plotting cell is shown in full; tag it hide-input:\n{cell.source[:200]}")
+            pytest.fail(f"{path.stem}: a plotting cell is shown in full; tag it hide-input:\n"
+                        f"{cell.source[:200]}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -66,7 +67,8 @@ def test_markdown_reads_the_same_in_colab(path):
                                "Jupyter; write the formula or link to the chapter instead")
 
 
-CLUTTER = re.compile(r"^(<(Axes|Figure|matplotlib)[^>]*>|Text\(\d|\[<matplotlib)|resuming .* after", re.MULTILINE)
+CLUTTER = re.compile(r"^(<(Axes|Figure|matplotlib)[^>]*>|Text\(\d|\[<matplotlib)|resuming .* after",
+                     re.MULTILINE)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -79,5 +81,5 @@ def test_the_executed_copy_carries_no_clutter(path):
             text = output.get("text", "") or output.get("data", {}).get("text/plain", "")
             text = "".join(text) if isinstance(text, list) else text
             found = CLUTTER.search(text)
-            assert not found, f"{path.stem}: an executed cell prints {found.group(0)!r}: end the cell with ';' " \
-                              "or assign the value"
+            assert not found, (f"{path.stem}: an executed cell prints {found.group(0)!r}: end the cell "
+                               "with a statement that returns nothing, or assign the value")

@@ -305,6 +305,12 @@ Markdown(table + "\n\n" + caption)
 if results_path is not None:
     write_json(results_path, records)
     print(f"wrote {len(records)} rows to {results_path}")
+slugs = ["real", "binarized", "vae_means", "vae_draws", "wgan_clip", "wgan_gp", "ddpm", "blurred", "noise"]
+for slug, record in zip(slugs, records, strict=True):  # single numbers for the results page's prose
+    glue(f"results_{slug}_fid", f"{record['fid']:.2f}")
+    glue(f"results_{slug}_fid_std", f"{record['fid_std']:.2f}")
+    glue(f"results_{slug}_precision", f"{record['precision']:.2f}")
+    glue(f"results_{slug}_recall", f"{record['recall']:.2f}")
 
 # %% [markdown]
 # Are the differences real? Two rows are told apart only when their FIDs differ by more than the

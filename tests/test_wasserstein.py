@@ -107,3 +107,25 @@ def test_divergences_against_direct_formulas():
         kl_divergence(np.array([0.5, 0.6]), np.array([0.5, 0.5]))
     with pytest.raises(ValueError, match="weights summing to 1"):
         w1_1d(np.zeros(2), np.ones(2), a=np.array([0.2, 0.2]))
+
+
+def test_the_optimal_discriminator_turns_the_gan_value_into_jensen_shannon():
+    from scipy.spatial.distance import jensenshannon
+
+    from genmodels.wasserstein import gan_value, optimal_discriminator
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p, q = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))
+        best = gan_value(p, q, optimal_discriminator(p, q))
+        # SciPy's Jensen-Shannon *distance* (natural log) is the square root of the divergence
+        assert best == pytest.approx(2 * jensenshannon(p, q) ** 2 - math.log(4), abs=1e-12)
+        for _ in range(20):  # no other discriminator does better
+            assert gan_value(p, q, rng.uniform(0.01, 0.99, 6)) <= best + 1e-12
+    # disjoint supports (the parallel lines): D* is 1 on the data and 0 on the samples, V = 0 whatever
+    # the distance between them, the constant 2 log 2 - log 4
+    p, q = np.array([0.5, 0.5, 0, 0]), np.array([0, 0, 0.5, 0.5])
+    assert optimal_discriminator(p, q).tolist() == [1, 1, 0, 0]
+    assert gan_value(p, q, optimal_discriminator(p, q)) == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        gan_value(p, q, np.array([0.5, 0.5, 0.5, 1.5]))

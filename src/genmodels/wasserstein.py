@@ -17,10 +17,12 @@ from scipy.optimize import linprog
 from scipy.spatial.distance import cdist
 
 __all__ = [
+    "gan_value",
     "hellinger_distance",
     "js_divergence",
     "kantorovich_dual",
     "kl_divergence",
+    "optimal_discriminator",
     "optimal_transport",
     "parallel_lines",
     "total_variation",
@@ -130,6 +132,28 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     p, q = _discrete_pair(p, q)
     m = (p + q) / 2
     return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
+
+
+def optimal_discriminator(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The original GAN's best discriminator for data p and generator q on one finite support:
+    D*(x) = p(x) / (p(x) + q(x)), maximizing p log D + q log(1 - D) point by point (1/2 where neither
+    has mass, where any value does)."""
+    p, q = _discrete_pair(p, q)
+    total = p + q
+    return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
+
+
+def gan_value(p: np.ndarray, q: np.ndarray, d: np.ndarray) -> float:
+    """The original GAN's value V(D, G) = E_p[log D] + E_q[log(1 - D)] for a discriminator d with values
+    in [0, 1] on the support (terms with zero mass count 0, so D* may be 0 or 1 where it should be)."""
+    p, q = _discrete_pair(p, q)
+    d = np.asarray(d, dtype=np.float64)
+    if d.shape != p.shape or (d < 0).any() or (d > 1).any():
+        raise ValueError(f"d must hold a value in [0, 1] for each of the {len(p)} support points")
+    with np.errstate(divide="ignore"):
+        real = np.where(p > 0, p * np.log(np.where(p > 0, d, 1.0)), 0.0)
+        fake = np.where(q > 0, q * np.log(np.where(q > 0, 1 - d, 1.0)), 0.0)
+    return float(real.sum() + fake.sum())
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:

@@ -69,3 +69,13 @@ def test_every_theory_chapter_has_exercises_each_with_a_hidden_solution(name):
     solutions = re.findall(r"````\{solution\} (\S+)\n:class: dropdown", text)
     assert 5 <= len(labels) <= 8, f"{name}: {len(labels)} exercises"
     assert sorted(labels) == sorted(solutions), f"{name}: exercises without a hidden solution"
+
+
+@pytest.mark.parametrize("name", ["likelihood_and_elbo.md", "vae.md", "wgan.md", "ddpm.md", "langevin.md"])
+def test_every_theory_chapter_shows_glued_figures_with_numbered_captions(name):
+    text = (ROOT / "book" / "chapters" / name).read_text()
+    figures = re.findall(r"```\{glue:figure\} (\S+)\n:doc: (\S+)\n:name: (fig-\S+)\n\n(\S[^`]*?)```", text)
+    assert len(figures) >= 2, f"{name}: {len(figures)} glued figures with a name (numbered) and a caption"
+    for key, doc, _label, _caption in figures:
+        executed = ROOT / "book" / doc.lstrip("/")
+        assert f'"{key}"' in executed.read_text(), f"{name}: {doc} glues no {key!r}"

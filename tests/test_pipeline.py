@@ -131,11 +131,13 @@ def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_writ
         source = (ROOT / "notebooks" / f"{step.notebook}.py").read_text()
         for path in step.reads:
             if path.startswith("results/benchmarks"):  # measured by benchmarks/, committed
-                assert (ROOT / path).is_file(), path
+                file, _, section = path.partition("#")
+                assert (ROOT / file).is_file(), path
+                assert not section or section in json.loads((ROOT / file).read_text()), path
                 continue
             assert path in published, f"{step.notebook} reads {path} before any notebook publishes it"
         for path in step.reads + step.writes:
-            file_name = Path(path).name
+            file_name = Path(path.partition("#")[0]).name
             stem = re.sub(r"\d+", "", Path(path).stem)  # vae-j32 is written as vae-j{latent_dim}
             assert file_name in source or stem.split("-")[0] in source, (step.notebook, path)
         published |= set(step.writes)
@@ -192,3 +194,17 @@ def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_h
             run(repo, "cpu")
         assert not (repo / "results" / "pipeline.json").exists()  # it wrote nothing
     assert run(repo, "cpu")  # the lock is released with the first run
+
+
+def test_a_notebook_reading_one_section_of_a_json_file_ignores_the_others(repo):
+    benchmarks = repo / "results" / "benchmarks.json"
+    benchmarks.parent.mkdir(exist_ok=True)
+    benchmarks.write_text(json.dumps({"recipes": {"fid": 1.0}, "throughput": 5}))
+    step = Step("01_a", reads=("results/benchmarks.json#recipes",))
+    before = notebook_key(repo, step, "cpu")
+    benchmarks.write_text(json.dumps({"throughput": 6, "recipes": {"fid": 1.0}}))  # another section
+    assert notebook_key(repo, step, "cpu") == before
+    benchmarks.write_text(json.dumps({"throughput": 6, "recipes": {"fid": 2.0}}))  # its own section
+    assert notebook_key(repo, step, "cpu") != before
+    benchmarks.write_text(json.dumps({"throughput": 6}))
+    assert notebook_key(repo, step, "cpu")["results/benchmarks.json#recipes"] == "missing"

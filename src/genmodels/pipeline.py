@@ -34,7 +34,7 @@ __all__ = ["STEPS", "Step", "main", "notebook_key", "plan", "run_pipeline"]
 @dataclass(frozen=True)
 class Step:
     notebook: str  # the name in notebooks/, without .ipynb
-    reads: tuple[str, ...] = ()  # files (relative to the repository) that it reads
+    reads: tuple[str, ...] = ()  # files (relative to the repository) that it reads; "f.json#k": entry k
     writes: tuple[str, ...] = ()  # files that it publishes (not in the smoke profile)
 
 
@@ -49,7 +49,7 @@ STEPS: tuple[Step, ...] = (  # in an order where every file is published before 
     Step("06_feature_network", writes=CHECKPOINTS["06_feature_network"]),
     Step("02_vae", writes=CHECKPOINTS["02_vae"]),
     Step("03_wgan", writes=CHECKPOINTS["03_wgan"]),
-    Step("04_ddpm", reads=CHECKPOINTS["06_feature_network"] + ("results/benchmarks.json",),
+    Step("04_ddpm", reads=CHECKPOINTS["06_feature_network"] + ("results/benchmarks.json#ddpm_recipes",),
          writes=CHECKPOINTS["04_ddpm"]),
     Step("05_langevin", reads=CHECKPOINTS["06_feature_network"] + CHECKPOINTS["04_ddpm"]),
     Step("07_evaluation", reads=tuple(path for paths in CHECKPOINTS.values() for path in paths),
@@ -72,8 +72,20 @@ def notebook_key(root: Path, step: Step, profile: str) -> dict[str, str]:
     """What defines a notebook's run: its source, its profile and the files it reads (their hashes)."""
     key = {"source": _source_hash(root / "notebooks" / f"{step.notebook}.ipynb"), "profile": profile}
     for path in step.reads:
-        key[path] = file_sha256(root / path) if (root / path).is_file() else "missing"
+        key[path] = _read_hash(root, path)
     return key
+
+
+def _read_hash(root: Path, read: str) -> str:
+    """The hash of a file a notebook reads; ``file.json#section`` hashes only that top-level entry of a
+    JSON file, so that a notebook reading one benchmark is not made stale by another."""
+    path, _, section = read.partition("#")
+    if not (root / path).is_file():
+        return "missing"
+    if not section:
+        return file_sha256(root / path)
+    value = json.loads((root / path).read_text()).get(section)
+    return "missing" if value is None else _sha256_text(json.dumps(value, sort_keys=True))
 
 
 def _manifest_path(root: Path, profile: str) -> Path:

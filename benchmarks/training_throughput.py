@@ -1,0 +1,143 @@
+"""Training throughput of every published model, as its notebook trains it: images per second.
+
+Run: python benchmarks/training_throughput.py [--repeats 20]
+Builds each model with the settings of the cpu profile's run (read from its published checkpoint's
+configuration) and times its training step on random data of the right shape, after two warm-up
+steps: the VAE (one Adam step on a minibatch of 128), each WGAN (one generator iteration: n_critic = 5
+critic steps on 64 real and 64 generated images, clipping or the gradient penalty, then one generator
+step) and the DDPM's U-Net (one step of Algorithm 1 with v-prediction, bf16 autocast, batch 128).
+"Images per second" counts the real images a step consumes. Results (with hardware, commit and torch
+version) are merged into results/benchmarks.json under "training_throughput". Run it on an idle
+machine. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from genmodels.diffusion import NoiseSchedule, loss_simple
+from genmodels.train import git_commit, hardware, read_checkpoint, write_json
+from genmodels.unet import UNet, UNetConfig
+from genmodels.vae import VAE, VAEConfig, binarize, elbo_terms
+from genmodels.wgan import (
+    ConvCritic,
+    ConvGenerator,
+    DCGANConfig,
+    clip_weights_,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "checkpoints"
+
+
+def timed(step, repeats: int) -> float:
+    """Seconds per call of ``step``, after two warm-up calls."""
+    step()
+    step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
+def config_of(name: str, cls):
+    return cls(**read_checkpoint(CHECKPOINTS / name)["config"])
+
+
+def vae_step(batch: int = 128):
+    model = VAE(config_of("vae-j32.pt", VAEConfig))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pixels = torch.rand(batch, 784)
+
+    def step():
+        terms = elbo_terms(model, binarize(pixels))
+        loss = (terms.kl - terms.reconstruction).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, batch
+
+
+def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
+    config = config_of(f"wgan-{variant}.pt", DCGANConfig)
+    generator, critic = ConvGenerator(config), ConvCritic(config)
+    if variant == "clip":
+        g_optimizer, c_optimizer = (torch.optim.RMSprop(p, lr=5e-5)
+                                    for p in (generator.parameters(), critic.parameters()))
+    else:
+        g_optimizer, c_optimizer = (torch.optim.Adam(p, lr=1e-4, betas=(0.0, 0.9))
+                                    for p in (generator.parameters(), critic.parameters()))
+    real = torch.rand(m, 784)
+
+    def step():
+        for _ in range(n_critic):
+            fake = generator.sample(m).detach()
+            loss = critic_loss(critic(real), critic(fake))
+            if variant == "gp":
+                loss = loss + 10.0 * gradient_penalty(critic, real, fake)
+            c_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            c_optimizer.step()
+            if variant == "clip":
+                clip_weights_(critic, 0.01)
+        g_optimizer.zero_grad(set_to_none=True)
+        generator_loss(critic(generator.sample(m))).backward()
+        g_optimizer.step()
+
+    return step, n_critic * m
+
+
+def ddpm_step(batch: int = 128):
+    model = UNet(config_of("ddpm.pt", UNetConfig))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    schedule = NoiseSchedule(T=1000, kind="cosine")
+    x0 = torch.rand(batch, 1, 28, 28) * 2 - 1
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_simple(model, schedule, x0, prediction="v").mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return step, batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"{hardware('cpu')}, torch {torch.__version__}")
+    rows = {}
+    models = (("VAE (MLP, J = 32)", vae_step()), ("WGAN, weight clipping", wgan_step("clip")),
+              ("WGAN-GP", wgan_step("gp")), ("DDPM (U-Net, bf16)", ddpm_step()))
+    for name, (step, images) in models:
+        seconds = timed(step, args.repeats)
+        rows[name] = {"images_per_s": round(images / seconds, 1), "seconds_per_step": round(seconds, 4),
+                      "images_per_step": images}
+        print(f"  {name:24s} {images / seconds:9.1f} images/s ({seconds * 1000:.1f} ms per step of "
+              f"{images} images)", flush=True)
+    path = ROOT / "results" / "benchmarks.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["training_throughput"] = {
+        "hardware": hardware("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "commit": git_commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "repeats": args.repeats, "rows": rows,
+    }
+    write_json(path, results)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

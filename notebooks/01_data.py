@@ -175,7 +175,8 @@ fig.tight_layout()
 # %% [markdown]
 # The two moons and the Swiss roll are given by samplers only: their densities are not available in
 # closed form, which is exactly the situation of real data. Models that need only samples (a GAN)
-# can learn them; checks that need the true score use the Gaussian mixture.
+# can learn them, as an exercise of the [WGAN chapter](../chapters/wgan.md) does; checks that need
+# the true score use the Gaussian mixture.
 
 # %% [markdown]
 # ## Erratum demonstrated: which KL maximum likelihood minimizes

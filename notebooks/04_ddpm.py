@@ -99,7 +99,7 @@ sizes = {  # what each compute profile affords; `batch` is the sampling chunk
     "smoke": dict(n_train=512, epochs=2, train_minutes=None, channels=16, blocks_per_level=1,
                   learning_rate=2e-4, warmup_steps=1_000, ema_decay=0.999, fid_every=1,
                   n_grid=8, n_fid=130, n_nll=2, batch=128),
-    "cpu": dict(n_train=60_000, epochs=40, train_minutes=22.0, channels=16, blocks_per_level=1,
+    "cpu": dict(n_train=60_000, epochs=40, train_minutes=27.0, channels=16, blocks_per_level=1,
                 learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, fid_every=2,
                 n_grid=32, n_fid=1_000, n_nll=20, batch=250),
     "gpu": dict(n_train=60_000, epochs=200, train_minutes=4.0, channels=64, blocks_per_level=2,

@@ -1,4 +1,5 @@
-"""Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png.
+"""Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png and
+results/training_throughput.png.
 
     python benchmarks/plot.py
 
@@ -40,10 +41,34 @@ def plot_unet_levers(levers: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_training_throughput(throughput: dict, path: Path) -> None:
+    """Images per second that each model's training step consumes, as its notebook trains it."""
+    rows = throughput["rows"]
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.2))
+    values = [rows[name]["images_per_s"] for name in names]
+    bars = ax.barh(names, values, color="tab:blue")
+    for bar, name in zip(bars, names, strict=True):
+        row = rows[name]
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f" {row['images_per_s']:,.0f} /s ({row['seconds_per_step'] * 1000:.0f} ms per "
+                f"{row['images_per_step']} images)", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images per second (logarithmic)")
+    ax.set_xlim(right=max(values) * 20)
+    ax.invert_yaxis()
+    ax.set_title(f"training throughput on {throughput['hardware']}, torch {throughput['torch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
     print("written results/unet_levers.png")
+    if "training_throughput" in stored:
+        plot_training_throughput(stored["training_throughput"], ROOT / "results" / "training_throughput.png")
+        print("written results/training_throughput.png")
 
 
 if __name__ == "__main__":

@@ -443,8 +443,9 @@ for variant in ("clip", "gp"):
 # here beside samples of a fixed set of $z$ taken along training. The two curves are not in the
 # same units. With the penalty the critic is close to 1-Lipschitz and its estimate is on the scale
 # of $W_1$ itself. With clipping the critic is $K$-Lipschitz for some $K$ fixed by $c$ and the
-# architecture, which nobody computes, so its curve estimates at most $K \cdot W_1$: read its shape,
-# not its level, and not against the other curve. The numbers below the figure summarize both.
+# architecture, so its curve estimates at most $K \cdot W_1$ (the critic's slope is measured below):
+# read its shape, not its level, and not against the other curve. The numbers below the figure
+# summarize both.
 
 # %% tags=["hide-input"]
 fig = plt.figure(figsize=(14, 7))

@@ -74,7 +74,8 @@ def test_every_theory_chapter_has_exercises_each_with_a_hidden_solution(name):
 @pytest.mark.parametrize("name", ["likelihood_and_elbo.md", "vae.md", "wgan.md", "ddpm.md", "langevin.md"])
 def test_every_theory_chapter_shows_glued_figures_with_numbered_captions(name):
     text = (ROOT / "book" / "chapters" / name).read_text()
-    figures = re.findall(r"```\{glue:figure\} (\S+)\n:doc: (\S+)\n:name: (fig-\S+)\n\n(\S[^`]*?)```", text)
+    figures = re.findall(r"^```\{glue:figure\} (\S+)\n:doc: (\S+)\n:name: (fig-\S+)\n\n(\S.*?)\n```$", text,
+                         flags=re.MULTILINE | re.DOTALL)
     assert len(figures) >= 2, f"{name}: {len(figures)} glued figures with a name (numbered) and a caption"
     for key, doc, _label, _caption in figures:
         executed = ROOT / "book" / doc.lstrip("/")

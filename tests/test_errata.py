@@ -35,7 +35,7 @@ ERRATA = {
     "encoder-input": ('"Encoder_phi(alpha)" means Encoder_phi(x)', "vae",
                       "the encoder reads $x$", "02_vae", "z_q = reparameterize(mu_q, log_sigma_q"),
     "bound-expectation": ("expectation is over q(x_0)", "ddpm", "the bound averages over the data",
-                          "04_ddpm", "lecture's denominator"),
+                          "04_ddpm", "own_bits = torch.cat([nll_bits_per_dim("),
     "dsm-noised-score": ("learns the score of the *noised* data", "langevin",
                          "learns the score of the noised data", "05_langevin",
                          "score_from_eps("),
@@ -44,10 +44,7 @@ ERRATA = {
     "stationary": ("Stationary distribution of this SDE", "langevin",
                    "the SDE's stationary distribution is $p$", "05_langevin", "mala"),
 }
-PENDING = {  # written with notebook 04's next run (its training takes half an hour on the cpu profile)
-    "alpha-bar": "a cell in 04_ddpm noising a digit with the lecture's alpha_t: x_T still shows the digit",
-    "bound-expectation": "a cell in 04_ddpm evaluating the bound with the lecture's denominator",
-}
+PENDING: dict[str, str] = {}  # name: what its demonstration still needs (none today)
 
 
 def design_items() -> list[str]:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import timed  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
 from genmodels.train import git_commit, hardware, read_checkpoint, write_json
@@ -37,15 +38,6 @@ from genmodels.wgan import (
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 
-
-def timed(step, repeats: int) -> float:
-    """Seconds per call of ``step``, after two warm-up calls."""
-    step()
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
 
 
 def config_of(name: str, cls):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import timed  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import NoiseSchedule, loss_simple
@@ -28,15 +29,6 @@ from genmodels.unet import UNet, UNetConfig
 ROOT = Path(__file__).resolve().parents[1]
 schedule = NoiseSchedule()
 
-
-def timed(step, repeats: int) -> float:
-    """Seconds per call of ``step``, after two warm-up calls (which also compile, under torch.compile)."""
-    step()
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
 
 
 def make(channels: int, channels_last: bool, compiled: bool, seed: int = 0):

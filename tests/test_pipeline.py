@@ -194,6 +194,9 @@ def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_h
             run(repo, "cpu")
         assert not (repo / "results" / "pipeline.json").exists()  # it wrote nothing
     assert run(repo, "cpu")  # the lock is released with the first run
+    with pipeline._exclusive(repo, "cpu"):  # refreshing the prose writes the manifest too
+        with pytest.raises(SystemExit, match="another run of the cpu profile"):
+            pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
 
 
 def test_a_notebook_reading_one_section_of_a_json_file_ignores_the_others(repo):

@@ -247,6 +247,11 @@ def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[St
     would cost its whole run (hours on a CPU). Refused unless the code cells are exactly those that
     ran, the files the notebook reads are unchanged, and the executed copy is the one recorded.
     """
+    with _exclusive(root, profile):
+        _refresh_locked(root, notebook, profile, steps, log)
+
+
+def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, ...], log) -> None:
     import nbformat
 
     step = next((s for s in steps if s.notebook == notebook), None)
@@ -305,9 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     profile = resolve_profile(args.profile)
     if args.refresh_markdown:
-        with _exclusive(args.root, profile):
-            for notebook in args.refresh_markdown:
-                refresh_markdown(args.root, notebook, profile)
+        for notebook in args.refresh_markdown:
+            refresh_markdown(args.root, notebook, profile)
         return
     if profile == "gpu" and not (args.only or args.all):
         stale = plan(args.root, profile)

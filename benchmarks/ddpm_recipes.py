@@ -2,6 +2,8 @@
 changes the field found to pay most per unit of compute, each added to the one before.
 
 Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--n-fid 1000] [--bf16]
+[--only NAME ...] [--section NAME] (measure only these recipes, written to their own section: curves
+measured at different times may use different classifiers, so a section is never mixed)
 Every recipe trains the same U-Net (the cpu profile's, 16 channels) from the same initial weights on
 the same batches for the same number of steps (equal steps are equal wall time: the changes cost
 nothing per step), and is scored every ``--evaluate-every`` steps by the book's FID (classifier
@@ -39,7 +41,7 @@ from genmodels.diffusion import (  # noqa: E402
 from genmodels.distributions import mean_flat  # noqa: E402
 from genmodels.features import extract_features, load_classifier  # noqa: E402
 from genmodels.metrics import FeatureStatistics, frechet_distance  # noqa: E402
-from genmodels.train import git_commit, hardware, power_ema, write_json  # noqa: E402
+from genmodels.train import decay_to_zero, file_sha256, git_commit, hardware, power_ema, write_json  # noqa: E402
 from genmodels.unet import UNet, UNetConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,7 @@ class Recipe:
     prediction: str = "eps"  # what the network outputs: epsilon, or v = alpha eps - sigma x0
     min_snr: bool = False  # Hang et al.'s min-SNR-5 loss weights
     lr_to_zero: bool = False  # cosine decay of the learning rate to zero over the run
+    decay_last: float = 0.0  # or: constant, then linear decay to zero over this last fraction of it
     ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94)
 
 
@@ -61,6 +64,8 @@ RECIPES = {
     "+ min-SNR-5 weights": Recipe(schedule="cosine", prediction="v", min_snr=True),
     "+ learning rate to zero, power EMA": Recipe(schedule="cosine", prediction="v", min_snr=True,
                                                  lr_to_zero=True, ema="power"),
+    "v-prediction + linear decay to zero over the last 20 %": Recipe(schedule="cosine", prediction="v",
+                                                                     decay_last=0.2),
 }
 
 
@@ -79,6 +84,8 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, ba
 
     def learning_rate(step: int) -> float:
         ramp = min(1.0, (step + 1) / warmup)
+        if recipe.decay_last:
+            return ramp * decay_to_zero(step / steps, recipe.decay_last)
         if not recipe.lr_to_zero or step < warmup:
             return ramp
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
@@ -123,6 +130,10 @@ def main() -> None:
     parser.add_argument("--evaluate-every", type=int, default=500)
     parser.add_argument("--n-fid", type=int, default=1000)
     parser.add_argument("--bf16", action="store_true", help="train and sample under bf16 autocast")
+    parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), metavar="NAME",
+                        help="measure only these recipes (default: all)")
+    parser.add_argument("--section", default="ddpm_recipes",
+                        help="the entry of results/benchmarks.json (and results/NAME.png) to write")
     args = parser.parse_args()
     data = load_mnist(train=True).data.float().div(127.5).sub(1)[:, None]  # (60000, 1, 28, 28) in [-1, 1]
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
@@ -149,6 +160,8 @@ def main() -> None:
     print(f"{hardware('cpu')}; FID floor (N = {args.n_fid} real training images): {floor:.3f}", flush=True)
     results = {}
     for name, recipe in RECIPES.items():
+        if args.only and name not in args.only:
+            continue
         print(f"  {name}", flush=True)
         curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16)
         results[name] = {"recipe": asdict(recipe), "curve": curve}
@@ -163,18 +176,19 @@ def main() -> None:
     ax.set_ylabel("FID (classifier features), DPM-Solver++ 20 steps")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(ROOT / "results" / "ddpm_recipes.png", dpi=120)
+    fig.savefig(ROOT / "results" / f"{args.section}.png", dpi=120)
 
     path = ROOT / "results" / "benchmarks.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    stored["ddpm_recipes"] = {
+    stored[args.section] = {
         "hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
+        "classifier_sha256": file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt"),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": args.steps,
         "batch": 128, "bf16": args.bf16, "n_fid": args.n_fid, "fid_floor": round(floor, 3),
         "sampler": "DPM-Solver++(2M), 20 network calls, x0 clipped to [-1, 1]", "recipes": results,
     }
     write_json(path, stored)
-    print(f"written to {path} and results/ddpm_recipes.png")
+    print(f"written to {path} ({args.section}) and results/{args.section}.png")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from genmodels import pipeline
-from genmodels.pipeline import STEPS, Step, notebook_key, plan, run_pipeline
+from genmodels.pipeline import STEPS, Step, code_meaning, notebook_key, plan, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,10 +182,32 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
     assert shown[1].metadata["tags"] == ["hide-input"]
     assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
 
+    # re-wrapped and commented: the same code, so no re-run
+    notebook.cells[1].source = ("# the same statements, laid out again\nif profile != 'smoke':\n    open(\n"
+                                "        '../checkpoints/a.txt', 'w'\n    ).write('a1')  # a comment\n")
+    nbformat.write(notebook, path)
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    shown = [c for c in nbformat.read(executed, as_version=4).cells
+             if "injected-parameters" not in c.metadata.get("tags", [])]
+    assert shown[1].source == notebook.cells[1].source
+    assert [c.get("outputs") for c in shown if c.cell_type == "code"] == [
+        c.get("outputs") for c in refreshed.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    assert plan(repo, "cpu", TINY) == []
+
     notebook.cells[1].source += "\nprint('changed')"  # code changed: prose alone cannot bring it up to date
     nbformat.write(notebook, path)
-    with pytest.raises(SystemExit, match="code cells .* changed since it ran: run it"):
+    with pytest.raises(SystemExit, match="its code .* changed since it ran, beyond layout"):
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+
+
+def test_code_meaning_ignores_layout_comments_and_docstrings_but_not_what_runs():
+    ran = 'def f(x):\n    """Old words."""\n    return g(x, 1)  # note\n'
+    laid_out = 'def f(x):\n    """New words,\n    wrapped."""\n    return g(\n        x,\n        1,\n    )\n'
+    assert code_meaning(laid_out) == code_meaning(ran)
+    assert code_meaning(ran.replace("1", "2")) != code_meaning(ran)  # a changed constant
+    assert code_meaning('s = "text"') != code_meaning('s = "other"')  # a string that is not a docstring
+    assert code_meaning("%matplotlib inline") == "%matplotlib inline"  # not Python: its text
 
 
 def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_holds_the_lock(repo):

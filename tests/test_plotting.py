@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from genmodels.data import eight_gaussians  # noqa: E402
-from genmodels.plotting import density_and_score, image_grid, show_images  # noqa: E402
+from genmodels.plotting import density_and_score, graphical_model, image_grid, show_images  # noqa: E402
 
 
 def test_image_grid_tiles_images_in_rows():
@@ -87,3 +87,32 @@ def test_glue_hands_values_to_myst_nb_and_is_silent_without_it(monkeypatch):
     assert calls == [("answer", "42", False), ("shown", "7", True)]
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # not installed: import fails
     assert glue("answer", "42") is None and len(calls) == 2
+
+
+def test_graphical_model_draws_circles_and_arrows_that_meet_the_circles():
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    nodes = {"z": (0.0, 1.5, "latent"), "x": (0.0, 0.0, "observed"), "t": (1.5, 0.0, "parameter"),
+             "...": (-1.5, 0.0, "text")}
+    edges = [("z", "x", {}), ("t", "x", {}), ("x", "z", dict(linestyle="--", bend=-0.5, label="q")),
+             ("...", "x", {})]
+    ax = graphical_model(nodes, edges, plates=[((-0.5, -0.5, 0.5, 2.0), "N")], radius=0.3)
+    ax.figure.canvas.draw()
+    circles = [p for p in ax.patches if isinstance(p, Circle)]
+    assert sorted(round(c.get_radius(), 2) for c in circles) == [0.06, 0.3, 0.3]
+    shade = {c.center: c.get_facecolor()[:3] for c in circles if c.get_radius() == 0.3}
+    assert shade[(0.0, 0.0)] != shade[(0.0, 1.5)]  # the observed node is shaded, the latent one not
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == len(edges)
+    z_to_x = arrows[0].get_path().vertices  # in data coordinates, clipped at both circles' edges
+    assert 0.3 <= np.hypot(*(z_to_x[0] - (0.0, 1.5))) < 0.42  # the rim, plus a gap of 2 points
+    assert 0.3 <= np.hypot(*(z_to_x - (0.0, 0.0)).T).min() < 0.42
+    bent = arrows[2].get_path().vertices
+    assert bent[:, 0].min() < -0.2  # bend -0.5 from x up to z curves to the left of the chord
+    assert [t.get_text() for t in ax.texts if t.get_text() in {"q", "N"}] == ["q", "N"]
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="no node 'y'"):
+        graphical_model(nodes, [("x", "y", {})])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        graphical_model({"x": (0, 0, "hidden")}, [])
+    plt.close("all")

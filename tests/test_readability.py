@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MAX_TRAINING_LINES = 25
+MAX_LINE = 88  # characters: a code line the book shows at its width without scrolling sideways
 # A cell whose first statement makes a figure draws, and only draws: the book folds its input away.
 MAKES_FIGURE = re.compile(r"^fig(, [\w()., ]+)? = plt\.(subplots|figure)\(")
 MYST_ONLY = re.compile(r"\{(eq|numref|ref|cite(:\w+)?|glue(:\w+)?|doc|term)\}`")
@@ -41,6 +42,19 @@ def test_training_functions_fit_on_one_screen(path):
                     f"{path.stem}: {node.name} is {length} lines; move its bookkeeping (resuming, saving, "
                     f"logging) into genmodels.train or a helper so the algorithm fits in {MAX_TRAINING_LINES}"
                 )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_code_line_scrolls_sideways(path):
+    executed = ROOT / "book" / "notebooks" / path.name
+    for notebook in (path, executed):
+        for cell in code_cells(notebook):
+            long = [line for line in cell.source.splitlines() if len(line) > MAX_LINE]
+            assert not long, (
+                f"{notebook.relative_to(ROOT)}: {len(long)} code line(s) over {MAX_LINE} characters, "
+                f"e.g. {long[0]!r}; wrap them (ruff format notebooks/ uses this width), then bring "
+                "the executed copy along with `python -m genmodels.pipeline --refresh-markdown`"
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -462,3 +462,57 @@ def test_time_inside_paused_is_not_training_time(tmp_path, monkeypatch):
             assert state.seconds == before + 10  # ... and nothing while paused
         after = state.seconds  # restarted at 30, read at 40
     assert after == before + 20
+
+
+def test_decay_to_zero_matches_torchs_constant_then_linear_schedule():
+    """Constant, then linear to zero over the last fifth: torch's SequentialLR of ConstantLR and
+    LinearLR over 50 steps gives the same multipliers at progress step / 50."""
+    total, last = 50, 0.2
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    flat = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                                               total_iters=int(last * total))
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [flat, linear],
+                                                     milestones=[int((1 - last) * total)])
+    reference = []
+    for _ in range(total + 1):
+        reference.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    ours = [train.decay_to_zero(step / total, last) for step in range(total + 1)]
+    assert ours == pytest.approx(reference, abs=1e-12)
+    assert train.decay_to_zero(1.3, last) == 0.0  # past the budget: no more steps
+    with pytest.raises(ValueError, match="fraction of the run"):
+        train.decay_to_zero(0.5, last=0.0)
+
+
+def test_what_is_added_to_a_run_is_saved_and_resumed_on_the_runs_clock(tmp_path, monkeypatch):
+    """A learning rate read from the run's clock resumes where it was, and adding late is refused."""
+    now = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+
+    def run(stop_at=None):
+        model = nn.Linear(1, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        state = TrainingRun(tmp_path / "run.pt", run={}, model=model, optimizer=optimizer)
+        rate = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: train.decay_to_zero(state.seconds / 10.0, last=0.5))
+        state.add(rate=rate)
+        seen = []
+        for step in state.steps(10):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            now[0] += 1.0  # one second per step
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            rate.step()
+        with pytest.raises(RuntimeError, match="after the run started"):
+            state.add(other=rate)
+        return seen, rate.last_epoch
+
+    with pytest.raises(KeyboardInterrupt):
+        run(stop_at=7)
+    seen, last_epoch = run()  # resumed after step 7: the clock and the step count come back
+    assert last_epoch == 10
+    assert seen == pytest.approx([1.0 - 2 * (7 / 10 - 0.5), 1.0 - 2 * (8 / 10 - 0.5),
+                                  1.0 - 2 * (9 / 10 - 0.5)])

@@ -15,6 +15,7 @@ Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFI
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from genmodels.train import file_sha256, hardware, resolve_profile, write_json
 
-__all__ = ["STEPS", "Step", "main", "notebook_key", "plan", "run_pipeline"]
+__all__ = ["STEPS", "Step", "code_meaning", "main", "notebook_key", "plan", "run_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,15 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
 
 def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[Step, ...] = STEPS,
                      log=print) -> None:
-    """Copy a notebook's Markdown cells, and the tags of every cell (how the book shows it: hidden
-    input, removed output), into its executed copy, when nothing that runs has changed.
+    """Copy a notebook's Markdown cells, the tags of every cell (how the book shows it: hidden
+    input, removed output) and the layout of its code cells into its executed copy, when nothing
+    that runs has changed.
 
-    Prose is often written after a run, once its outputs can be read; re-running a notebook for that
-    would cost its whole run (hours on a CPU). Refused unless the code cells are exactly those that
-    ran, the files the notebook reads are unchanged, and the executed copy is the one recorded.
+    Prose is often written after a run, once its outputs can be read, and code is re-wrapped to fit
+    the page; re-running a notebook for that would cost its whole run (hours on a CPU). Refused unless
+    every code cell means what ran (the same syntax tree: only line breaks, spacing, comments and
+    docstrings may differ), the files the notebook reads are unchanged, and the executed copy is the
+    one recorded.
     """
     with _exclusive(root, profile):
         _refresh_locked(root, notebook, profile, steps, log)
@@ -273,12 +277,15 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     source = nbformat.read(root / "notebooks" / f"{notebook}.ipynb", as_version=4)
     executed = nbformat.read(executed_path, as_version=4)
     ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    shape = [(c.cell_type, c.source if c.cell_type == "code" else None) for c in source.cells]
-    if shape != [(c.cell_type, c.source if c.cell_type == "code" else None) for c in ran]:
-        raise SystemExit(f"{notebook}: its code cells (or the number of cells) changed since it ran: run it")
+    def shape(cells) -> list:
+        return [(c.cell_type, code_meaning(c.source) if c.cell_type == "code" else None) for c in cells]
+
+    if shape(source.cells) != shape(ran):
+        raise SystemExit(f"{notebook}: its code (or the number of cells) changed since it ran, beyond "
+                         "layout, comments and docstrings: run it")
     changed = 0
     for new, old in zip(source.cells, ran, strict=True):
-        if new.cell_type == "markdown" and new.source != old.source:
+        if new.source != old.source:
             old.source, changed = new.source, changed + 1
         tags = list(new.metadata.get("tags", []))
         if tags != list(old.metadata.get("tags", [])):
@@ -291,8 +298,24 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     entry.update(key=key, executed=file_sha256(executed_path),
                  markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_json(manifest_path, manifest)
-    log(f"{notebook}: {changed} Markdown cell(s) or cell tags refreshed in "
+    log(f"{notebook}: {changed} cell(s) or cell tags refreshed in "
         f"{executed_path.relative_to(root)}; outputs untouched")
+
+
+def code_meaning(source: str) -> str:
+    """What a code cell runs, whatever its layout: its syntax tree without docstrings (the text
+    itself for a cell that is not plain Python, such as an IPython magic)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body[0] = ast.Pass()
+    return ast.dump(tree)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", nargs="+", metavar="NOTEBOOK", help="run these even if unchanged")
     parser.add_argument("--all", action="store_true", help="gpu: run every stale notebook in one command")
     parser.add_argument("--refresh-markdown", nargs="+", metavar="NOTEBOOK",
-                        help="copy these notebooks' edited Markdown into their executed copies "
-                             "(their code unchanged)")
+                        help="copy these notebooks' edited Markdown, cell tags and code layout into "
+                             "their executed copies (what their code runs unchanged)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
     profile = resolve_profile(args.profile)

@@ -1,5 +1,5 @@
-"""Figures the chapters share: image grids, 2-D densities with their score fields, and gluing
-figures and numbers into the chapter pages."""
+"""Figures the chapters share: image grids, 2-D densities with their score fields, graphical
+models, and gluing figures and numbers into the chapter pages."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from matplotlib.animation import Animation
 from matplotlib.axes import Axes
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from torchvision.utils import make_grid
 
-__all__ = ["animation_html", "density_and_score", "glue", "image_grid", "show_images"]
+__all__ = ["animation_html", "density_and_score", "glue", "graphical_model", "image_grid", "show_images"]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
@@ -79,6 +80,74 @@ def density_and_score(
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
+    return ax
+
+
+def graphical_model(
+    nodes: dict[str, tuple[float, float, str]],
+    edges: list[tuple[str, str, dict[str, Any]]],
+    plates: list[tuple[tuple[float, float, float, float], str]] = (),
+    ax: Axes | None = None,
+    radius: float = 0.32,
+) -> Axes:
+    """Draw a directed graphical model.
+
+    ``nodes`` maps a label (TeX allowed) to ``(x, y, kind)``: kind "observed" (a shaded circle),
+    "latent" (an open circle), "parameter" (a small dot with the label beside it) or "text" (the
+    label alone, e.g. an ellipsis). ``edges`` lists ``(tail, head, style)``, an arrow from node to
+    node; ``style`` may set ``linestyle`` ("--" for an inference or fixed process), ``color``,
+    ``bend`` (the arc's curvature: positive bows to the right of the direction of travel, negative
+    to the left) and ``label`` (written beside the arc's middle).
+    ``plates`` lists ``((x0, y0, x1, y1), label)``: a box around nodes repeated ``label`` times.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 2.5))
+    kinds = {"observed", "latent", "parameter", "text"}
+    patches = {}
+    for label, (x, y, kind) in nodes.items():
+        if kind not in kinds:
+            raise ValueError(f"node {label!r}: kind must be one of {sorted(kinds)}, not {kind!r}")
+        if kind in ("observed", "latent"):
+            patches[label] = Circle((x, y), radius, facecolor="0.82" if kind == "observed" else "white",
+                                    edgecolor="black", linewidth=1.2, zorder=2)
+            ax.add_patch(patches[label])
+            ax.text(x, y, label, ha="center", va="center", fontsize=12, zorder=3)
+        elif kind == "parameter":
+            patches[label] = Circle((x, y), radius / 5, color="black", zorder=2)
+            ax.add_patch(patches[label])
+            ax.text(x, y + 1.8 * radius / 5, label, ha="center", va="bottom", fontsize=12)
+        else:
+            ax.text(x, y, label, ha="center", va="center", fontsize=14)
+    for tail, head, style in edges:
+        missing = [name for name in (tail, head) if name not in nodes]
+        if missing:
+            raise ValueError(f"edge {tail!r} -> {head!r}: no node {missing[0]!r}; nodes: {list(nodes)}")
+        bend = style.get("bend", 0.0)
+        arrow = FancyArrowPatch(
+            nodes[tail][:2], nodes[head][:2], patchA=patches.get(tail), patchB=patches.get(head),
+            arrowstyle="-|>", mutation_scale=14, connectionstyle=f"arc3,rad={bend}",
+            linestyle=style.get("linestyle", "-"), color=style.get("color", "black"), linewidth=1.2,
+            shrinkA=2 if tail in patches else 12, shrinkB=2 if head in patches else 12, zorder=1)
+        ax.add_patch(arrow)
+        if "label" in style:
+            (xa, ya), (xb, yb) = nodes[tail][:2], nodes[head][:2]
+            # the middle of an arc3 curve lies bend * (its chord turned by -90 degrees) / 2 away
+            mx, my = (xa + xb) / 2 + bend * (yb - ya) / 2, (ya + yb) / 2 - bend * (xb - xa) / 2
+            side = 1 if -bend * (xb - xa) >= 0 else -1
+            gap = 0.12 if bend else radius + 0.12  # a straight arrow's label clears the circles
+            ax.text(mx, my + side * gap, style["label"], ha="center", va="bottom" if side > 0 else "top",
+                    fontsize=10, color=style.get("color", "black"))
+    for (x0, y0, x1, y1), label in plates:
+        ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, boxstyle="round,pad=0.02",
+                                    facecolor="none", edgecolor="black", linewidth=1.0))
+        ax.text(x1 - 0.08, y0 + 0.08, label, ha="right", va="bottom", fontsize=11)
+    xs = [x for x, _, _ in nodes.values()] + [c for (a, _, b, _), _ in plates for c in (a, b)]
+    ys = [y for _, y, _ in nodes.values()] + [c for (_, a, _, b), _ in plates for c in (a, b)]
+    margin = 2.5 * radius
+    ax.set_xlim(min(xs) - margin, max(xs) + margin)
+    ax.set_ylim(min(ys) - margin, max(ys) + margin)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
     return ax
 
 

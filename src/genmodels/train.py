@@ -41,6 +41,7 @@ __all__ = [
     "git_commit",
     "hardware",
     "load_checkpoint",
+    "decay_to_zero",
     "load_model",
     "pick_device",
     "power_ema",
@@ -169,6 +170,19 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def decay_to_zero(progress: float, last: float = 0.2) -> float:
+    """The learning rate's multiplier at ``progress`` (the fraction of the run done, in [0, 1]):
+    constant, then linear to zero over the ``last`` fraction of the run, and zero after it.
+
+    Stochastic gradient steps at a constant rate keep the weights in a cloud whose width grows with
+    the rate; decaying the rate to zero at the end lets them settle at its centre ("warmup-stable-
+    decay", Hägele et al. 2024). Measured in the fraction of a *time* budget, it needs no step count.
+    """
+    if not 0 < last <= 1:
+        raise ValueError(f"last must be a fraction of the run in (0, 1], not {last}")
+    return min(1.0, max(0.0, (1.0 - progress) / last))
 
 
 def power_ema(model: torch.nn.Module, gamma: float = 6.94) -> torch.optim.swa_utils.AveragedModel:
@@ -767,6 +781,13 @@ class TrainingRun:
         self.step, self.log, self.extra = 0, [], {}
         self.due, self.budget_spent, self.current = False, False, 0
         self._seconds, self._clock = 0.0, None
+
+    def add(self, **others: Any) -> None:
+        """Save and resume these too: for what is made from the run itself, such as a learning
+        rate that follows the run's clock (:attr:`seconds`). Call it before :meth:`steps`."""
+        if self._clock is not None or self.step:
+            raise RuntimeError("add() after the run started: what it adds would miss the saved state")
+        self.others.update(others)
 
     @property
     def seconds(self) -> float:

@@ -33,7 +33,8 @@
 # [papermill](https://papermill.readthedocs.io) can override, and a compute profile.
 
 # %% tags=["remove-cell"]
-# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Setup: on Colab, fetch this book (package, checkpoints) and install it;
+# elsewhere `make` did it.
 # Running it again does nothing new.
 import importlib.util
 import os
@@ -47,16 +48,18 @@ if "google.colab" in sys.modules:
         clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
         cloned = subprocess.run(clone, capture_output=True, text=True)
         if cloned.returncode != 0:
-            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
-                               f"{cloned.stderr.strip()} (check the runtime's network, or "
-                               f"move {BOOK} aside, then run this cell again)")
+            raise RuntimeError(
+                f"could not clone {REPOSITORY} into {BOOK}: "
+                f"{cloned.stderr.strip()} (check the runtime's network, or "
+                f"move {BOOK} aside, then run this cell again)"
+            )
     if importlib.util.find_spec("genmodels") is None:
         install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
         subprocess.run(install, check=True)
     os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
-profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None: $GENMODELS_PROFILE, else "auto"
 seed = 0  # seeds Python, NumPy and torch
 
 # %%
@@ -72,13 +75,17 @@ from genmodels.data import (
     swiss_roll,
     two_moons,
 )
-from genmodels.plotting import density_and_score, glue, show_images
+from genmodels.plotting import density_and_score, glue, graphical_model, show_images
 from genmodels.train import resolve_profile, seed_everything
 
 profile = resolve_profile(profile)
 seed_everything(seed)
-n_toy = {"smoke": 500, "cpu": 5_000, "gpu": 5_000}[profile]  # points drawn from each toy density
-n_kl_steps = {"smoke": 50, "cpu": 2_000, "gpu": 2_000}[profile]  # steps of each reverse-KL fit
+n_toy = {"smoke": 500, "cpu": 5_000, "gpu": 5_000}[
+    profile
+]  # points drawn from each toy density
+n_kl_steps = {"smoke": 50, "cpu": 2_000, "gpu": 2_000}[
+    profile
+]  # steps of each reverse-KL fit
 print(f"profile: {profile}")
 
 # %% [markdown]
@@ -105,7 +112,14 @@ for split, dataset in (("train", train), ("test", test)):
     counts = torch.bincount(dataset.targets, minlength=10)
     print(f"{split:>5}: {len(dataset):6,d} images, per digit {counts.tolist()}")
     assert tuple(counts.tolist()) == MNIST_LABEL_COUNTS[split]
-print("pixel dtype:", train.data.dtype, "range:", int(train.data.min()), "to", int(train.data.max()))
+print(
+    "pixel dtype:",
+    train.data.dtype,
+    "range:",
+    int(train.data.min()),
+    "to",
+    int(train.data.max()),
+)
 
 # %% tags=["hide-input"]
 first = train.data[:64].float() / 255  # (64, 28, 28), values in [0, 1]
@@ -124,7 +138,9 @@ print("their labels:\n", train.targets[:64].reshape(4, 16).numpy())
 
 # %% tags=["hide-input"]
 pixels = train.data[:1000].float().div(255).reshape(-1)
-fig, (left, right) = plt.subplots(1, 2, figsize=(10, 2.8), gridspec_kw={"width_ratios": [1.3, 1]})
+fig, (left, right) = plt.subplots(
+    1, 2, figsize=(10, 2.8), gridspec_kw={"width_ratios": [1.3, 1]}
+)
 left.hist(pixels.numpy(), bins=51, log=True, color="tab:blue")
 left.set_xlabel("pixel value / 255")
 left.set_ylabel("count (log scale)")
@@ -132,8 +148,12 @@ left.set_title(f"{(pixels == 0).float().mean():.0%} of pixels are exactly 0")
 generator = torch.Generator().manual_seed(seed)
 digit = train.data[0].float() / 255
 draws = torch.bernoulli(digit.expand(3, 28, 28), generator=generator)
-show_images(torch.cat([digit[None], draws]), nrow=4, ax=right,
-            title="a digit, then three Bernoulli draws of it")
+show_images(
+    torch.cat([digit[None], draws]),
+    nrow=4,
+    ax=right,
+    title="a digit, then three Bernoulli draws of it",
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -195,10 +215,14 @@ fig.tight_layout()
 #   ignores the rest. Where it settles depends on where it starts; three starts are drawn.
 
 # %%
-def reverse_kl_fit(start: torch.Tensor, steps: int) -> torch.distributions.MultivariateNormal:
+def reverse_kl_fit(
+    start: torch.Tensor, steps: int
+) -> torch.distributions.MultivariateNormal:
     """Minimize E_q[log q - log p*] over q = N(m, L L^T), from m = start."""
     mean = start.clone().requires_grad_(True)
-    raw_scale = torch.diag(torch.full((2,), math.log(0.5), dtype=torch.float64)).requires_grad_(True)  # tril(L)
+    raw_scale = torch.diag(
+        torch.full((2,), math.log(0.5), dtype=torch.float64)
+    ).requires_grad_(True)  # tril(L)
     optimizer = torch.optim.Adam([mean, raw_scale], lr=0.02)
     for _ in range(steps):
         scale = torch.tril(raw_scale, -1) + torch.diag(raw_scale.diagonal().exp())
@@ -208,13 +232,19 @@ def reverse_kl_fit(start: torch.Tensor, steps: int) -> torch.distributions.Multi
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return torch.distributions.MultivariateNormal(mean.detach(), scale_tril=scale.detach())
+    return torch.distributions.MultivariateNormal(
+        mean.detach(), scale_tril=scale.detach()
+    )
 
 
 torch.manual_seed(seed)
 data = mixture.sample(n_toy, generator=generator)
-forward = torch.distributions.MultivariateNormal(data.mean(0), torch.cov(data.T))  # the MLE
-reverse = [reverse_kl_fit(torch.randn(2, dtype=torch.float64), n_kl_steps) for _ in range(3)]
+forward = torch.distributions.MultivariateNormal(
+    data.mean(0), torch.cov(data.T)
+)  # the MLE
+reverse = [
+    reverse_kl_fit(torch.randn(2, dtype=torch.float64), n_kl_steps) for _ in range(3)
+]
 
 
 def kl_both_ways(q, n=20_000):
@@ -226,11 +256,18 @@ def kl_both_ways(q, n=20_000):
 
 
 kls = {"forward fit (maximum likelihood)": kl_both_ways(forward)}
-kls.update({f"reverse fit, start {k + 1}": kl_both_ways(q) for k, q in enumerate(reverse)})
+kls.update(
+    {f"reverse fit, start {k + 1}": kl_both_ways(q) for k, q in enumerate(reverse)}
+)
 for name, (forward_kl, reverse_kl) in kls.items():
-    print(f"{name:>34}: KL(p* || q) = {forward_kl:6.2f}   KL(q || p*) = {reverse_kl:8.2f} nats")
+    print(
+        f"{name:>34}: KL(p* || q) = {forward_kl:6.2f}   "
+        f"KL(q || p*) = {reverse_kl:8.2f} nats"
+    )
 (f_fwd, f_rev), *reverse_kls = kls.values()
-assert all(f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls)  # each wins its own game
+assert all(
+    f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls
+)  # each wins its own game
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
@@ -238,12 +275,20 @@ grid = torch.linspace(-3.5, 3.5, 200, dtype=torch.float64)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")
 points = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
 density = mixture.log_prob(points).exp().reshape(200, 200)
-for ax, title, fits in ((axes[0], "maximum likelihood: KL($p^*$ || q), mass-covering", [forward]),
-                        (axes[1], "KL(q || $p^*$): mode-seeking (three starts)", reverse)):
+for ax, title, fits in (
+    (axes[0], "maximum likelihood: KL($p^*$ || q), mass-covering", [forward]),
+    (axes[1], "KL(q || $p^*$): mode-seeking (three starts)", reverse),
+):
     ax.contourf(gx, gy, density, levels=20, cmap="Greys")
     for q, color in zip(fits, ("tab:red", "tab:blue", "tab:green"), strict=False):
-        ax.contour(gx, gy, q.log_prob(points).exp().reshape(200, 200), levels=4, colors=color,
-                   linewidths=1)
+        ax.contour(
+            gx,
+            gy,
+            q.log_prob(points).exp().reshape(200, 200),
+            levels=4,
+            colors=color,
+            linewidths=1,
+        )
     ax.set_title(title, fontsize=10)
     ax.set_aspect("equal")
 fig.tight_layout()
@@ -263,3 +308,58 @@ glue("elbo_reverse_fit_reverse_kl_max", f"{max(r[1] for r in reverse_kls):.2f}")
 # worse in the other. A model trained by maximum likelihood (the
 # VAE, the DDPM) pays for missing a mode; one trained on a reverse-type objective does not, which
 # is one reason GANs drop modes.
+
+# %% [markdown]
+# ## The models, drawn as graphical models
+#
+# Each model of this book explains an image $x$ by unobserved variables. A circle is a random
+# variable (shaded when observed), a dot a parameter, an arrow a conditional distribution, and a
+# box a part repeated for each of the $N$ training images. Solid arrows are the generative model;
+# dashed ones the distribution that runs the other way, from the image to its latents: the VAE's
+# encoder $q_\phi(z \mid x)$, learned, and the DDPM's forward process $q(x_t \mid x_{t-1})$,
+# fixed. The [ELBO chapter](../chapters/likelihood_and_elbo.md) starts from the first picture, the
+# [DDPM chapter](../chapters/ddpm.md) from the second.
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(4, 3))
+graphical_model(
+    {
+        r"$z$": (0, 1.3, "latent"),
+        r"$x$": (0, 0, "observed"),
+        r"$\theta$": (1.3, 0.0, "parameter"),
+        r"$\phi$": (-1.3, 1.3, "parameter"),
+    },
+    [
+        (r"$z$", r"$x$", {}),
+        (r"$\theta$", r"$x$", {}),
+        (r"$x$", r"$z$", dict(linestyle="--", bend=-0.6, color="tab:blue")),
+        (r"$\phi$", r"$z$", dict(linestyle="--", color="tab:blue")),
+    ],
+    plates=[((-0.6, -0.55, 0.6, 1.85), r"$N$")],
+    ax=ax,
+)
+ax.set_title(
+    r"$p_\theta(x, z) = p(z)\, p_\theta(x \mid z)$;" "\n" r"dashed: $q_\phi(z \mid x)$",
+    fontsize=10,
+)
+fig.tight_layout()
+glue("elbo_graphical_model", fig)
+
+# %% tags=["hide-input"]
+names = [r"$x_T$", r"$\cdots$", r"$x_t$", r"$x_{t-1}$", r"$\cdots$ ", r"$x_0$"]
+kinds = ["latent", "text", "latent", "latent", "text", "observed"]
+places = [(1.8 * i, 0, kind) for i, kind in enumerate(kinds)]
+chain = dict(zip(names, places, strict=True))
+arrows = [(a, b, {}) for a, b in zip(names[:-1], names[1:], strict=True)]
+arrows[2] = (names[2], names[3], dict(label=r"$p_\theta(x_{t-1} \mid x_t)$"))
+forward = dict(linestyle="--", bend=-0.6, color="tab:blue")
+forward["label"] = r"$q(x_t \mid x_{t-1})$"
+arrows.append((names[3], names[2], forward))
+fig, ax = plt.subplots(figsize=(8, 2.4))
+graphical_model(chain, arrows, ax=ax)
+ax.set_title(
+    "the reverse process (solid, learned) and the forward process (dashed, fixed)",
+    fontsize=10,
+)
+fig.tight_layout()
+glue("ddpm_graphical_model", fig)

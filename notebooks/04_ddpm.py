@@ -25,7 +25,8 @@
 # negative log-likelihood in bits per dimension, and publishes the weights.
 
 # %% tags=["remove-cell"]
-# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Setup: on Colab, fetch this book (package, checkpoints) and install it;
+# elsewhere `make` did it.
 # Running it again does nothing new.
 import importlib.util
 import os
@@ -39,18 +40,22 @@ if "google.colab" in sys.modules:
         clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
         cloned = subprocess.run(clone, capture_output=True, text=True)
         if cloned.returncode != 0:
-            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
-                               f"{cloned.stderr.strip()} (check the runtime's network, or "
-                               f"move {BOOK} aside, then run this cell again)")
+            raise RuntimeError(
+                f"could not clone {REPOSITORY} into {BOOK}: "
+                f"{cloned.stderr.strip()} (check the runtime's network, or "
+                f"move {BOOK} aside, then run this cell again)"
+            )
     if importlib.util.find_spec("genmodels") is None:
         install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
         subprocess.run(install, check=True)
     os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
-profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None: $GENMODELS_PROFILE, else "auto"
 seed = 0  # seeds Python, NumPy and torch
-train_from_scratch = True  # False: load the published epsilon-network instead of training
+train_from_scratch = (
+    True  # False: load the published epsilon-network instead of training
+)
 
 # %%
 import json
@@ -96,21 +101,62 @@ profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()
 sizes = {  # what each compute profile affords; `batch` is the sampling chunk
-    "smoke": dict(n_train=512, epochs=2, train_minutes=None, channels=16, blocks_per_level=1,
-                  learning_rate=2e-4, warmup_steps=1_000, ema_decay=0.999, fid_every=1,
-                  n_grid=8, n_fid=130, n_nll=2, batch=128),
-    "cpu": dict(n_train=60_000, epochs=40, train_minutes=27.0, channels=16, blocks_per_level=1,
-                learning_rate=5e-4, warmup_steps=200, ema_decay=0.995, fid_every=2,
-                n_grid=32, n_fid=1_000, n_nll=20, batch=250),
-    "gpu": dict(n_train=60_000, epochs=200, train_minutes=4.0, channels=64, blocks_per_level=2,
-                learning_rate=2e-4, warmup_steps=1_000, ema_decay=0.999, fid_every=10,
-                n_grid=32, n_fid=2_000, n_nll=500, batch=2_000),
+    "smoke": dict(
+        n_train=512,
+        epochs=2,
+        train_minutes=None,
+        channels=16,
+        blocks_per_level=1,
+        learning_rate=2e-4,
+        warmup_steps=1_000,
+        ema_decay=0.999,
+        fid_every=1,
+        n_grid=8,
+        n_fid=130,
+        n_nll=2,
+        batch=128,
+    ),
+    "cpu": dict(
+        n_train=60_000,
+        epochs=40,
+        train_minutes=27.0,
+        channels=16,
+        blocks_per_level=1,
+        learning_rate=5e-4,
+        warmup_steps=200,
+        ema_decay=0.995,
+        fid_every=2,
+        n_grid=32,
+        n_fid=1_000,
+        n_nll=20,
+        batch=250,
+    ),
+    "gpu": dict(
+        n_train=60_000,
+        epochs=200,
+        train_minutes=4.0,
+        channels=64,
+        blocks_per_level=2,
+        learning_rate=2e-4,
+        warmup_steps=1_000,
+        ema_decay=0.999,
+        fid_every=10,
+        n_grid=32,
+        n_fid=2_000,
+        n_nll=500,
+        batch=2_000,
+    ),
 }[profile]
 batch_size = 128
-checkpoints = Path("../checkpoints")  # the published weights, and the classifier FID is measured with
-# Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
+checkpoints = Path(
+    "../checkpoints"
+)  # the published weights, and the classifier FID is measured with
+# Where this run writes: a smoke run only proves the code runs,
+# so it writes to a scratch folder.
 published = checkpoints if profile != "smoke" else scratch_dir("ddpm")
-runs = Path("../runs") if profile != "smoke" else scratch_dir("ddpm-runs")  # resumable state
+runs = (
+    Path("../runs") if profile != "smoke" else scratch_dir("ddpm-runs")
+)  # resumable state
 linear = NoiseSchedule(T=1000, kind="linear")  # beta from 1e-4 to 0.02, as Ho et al.
 T = linear.T
 print(f"profile {profile} on {hardware(device)}: {sizes}")
@@ -140,7 +186,9 @@ for ax in axes:
     ax.legend()
 fig.tight_layout()
 glue("ddpm_schedules", fig)
-print(f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), {cosine.alpha_bar[T].item():.2e} (cosine)")
+print(
+    f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), {cosine.alpha_bar[T].item():.2e} (cosine)"
+)
 
 # %% [markdown]
 # The closed form $q(x_t \mid x_0) = \mathcal{N}(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$
@@ -150,27 +198,43 @@ print(f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), {cosine.alpha_b
 
 # %%
 test_set = load_mnist(train=False)
-digit = test_set.data[0].float().div(255).mul(2).sub(1).reshape(1, 784)  # x_0 in [-1, 1]
+digit = (
+    test_set.data[0].float().div(255).mul(2).sub(1).reshape(1, 784)
+)  # x_0 in [-1, 1]
 generator = torch.Generator().manual_seed(seed)
 chain = digit.expand(4000, 784).clone()
 for step in range(1, 501):
-    chain = (1 - linear.beta[step]).sqrt() * chain + linear.beta[step].sqrt() * torch.randn(
-        chain.shape, generator=generator)
+    chain = (1 - linear.beta[step]).sqrt() * chain + linear.beta[
+        step
+    ].sqrt() * torch.randn(chain.shape, generator=generator)
     if step in (50, 200, 500):
         ab = linear.alpha_bar[step]
         mean_error = (chain.mean(0) - ab.sqrt() * digit[0]).abs().max().item()
         var_error = (chain.var(0) - (1 - ab)).abs().max().item()
-        print(f"t = {step:3d}: iterated chain vs closed form, largest pixel error: mean {mean_error:.3f}, "
-              f"variance {var_error:.3f} (Monte Carlo error ~ {3 / math.sqrt(4000):.3f})")
+        print(
+            f"t = {step:3d}: iterated chain vs closed form, largest pixel error: mean {mean_error:.3f}, "
+            f"variance {var_error:.3f} (Monte Carlo error ~ {3 / math.sqrt(4000):.3f})"
+        )
         assert mean_error < 0.08 and var_error < 0.12
-print(f"L_T = KL(q(x_T | x_0) || N(0, I)) for this digit: {prior_term(linear, digit).item():.2e} nats (linear), "
-      f"{prior_term(cosine, digit).item():.2e} nats (cosine)")
+print(
+    f"L_T = KL(q(x_T | x_0) || N(0, I)) for this digit: {prior_term(linear, digit).item():.2e} nats (linear), "
+    f"{prior_term(cosine, digit).item():.2e} nats (cosine)"
+)
 
 fig, axes = plt.subplots(1, 8, figsize=(12, 1.8))
 for ax, step in zip(axes, (0, 50, 100, 200, 300, 500, 700, 1000), strict=True):
     t = torch.tensor([step])
-    xt = digit if step == 0 else q_sample(linear, digit, t, torch.randn(1, 784, generator=generator))
-    show_images(((xt.reshape(1, 28, 28) + 1) / 2).clamp(0, 1), nrow=1, ax=ax, title=f"t = {step}")
+    xt = (
+        digit
+        if step == 0
+        else q_sample(linear, digit, t, torch.randn(1, 784, generator=generator))
+    )
+    show_images(
+        ((xt.reshape(1, 28, 28) + 1) / 2).clamp(0, 1),
+        nrow=1,
+        ax=ax,
+        title=f"t = {step}",
+    )
 glue("ddpm_forward_digit", fig)
 
 # %% [markdown]
@@ -184,10 +248,12 @@ glue("ddpm_forward_digit", fig)
 # %%
 eps_demo = torch.randn(1, 784, generator=generator)
 versions = {  # name: x_t as a function of the step t
-    r"$\sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ (the forward process)":
-        lambda step: q_sample(linear, digit, torch.tensor([step]), eps_demo),
-    r"$\sqrt{\alpha_t} x_0 + \sqrt{1 - \alpha_t}\,\epsilon$ (the lecture's alpha_t)":
-        lambda step: (1 - linear.beta[step]).sqrt() * digit + linear.beta[step].sqrt() * eps_demo,
+    r"$\sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ (the forward process)": lambda step: (
+        q_sample(linear, digit, torch.tensor([step]), eps_demo)
+    ),
+    r"$\sqrt{\alpha_t} x_0 + \sqrt{1 - \alpha_t}\,\epsilon$ (the lecture's alpha_t)": lambda step: (
+        (1 - linear.beta[step]).sqrt() * digit + linear.beta[step].sqrt() * eps_demo
+    ),
     r"$x_0 + \epsilon$ (the lecture's step 3)": lambda step: digit + eps_demo,
 }
 steps_shown = (1, 100, 500, 1000)
@@ -196,17 +262,44 @@ for row, (name, noised) in enumerate(versions.items()):
     for ax, step in zip(axes[row], steps_shown, strict=True):
         xt = noised(step)
         corr = torch.corrcoef(torch.cat([xt, digit]))[0, 1].item()
-        image = (xt - xt.min()) / (xt.max() - xt.min())  # rescaled to show the pattern, whatever its range
-        show_images(image.reshape(1, 28, 28), nrow=1, ax=ax, title=f"t = {step}: corr {corr:.2f}")
-    axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right",
-                      va="center", fontsize=8)
-    print(f"{name}: correlation of x_T with x_0 {torch.corrcoef(torch.cat([noised(T), digit]))[0, 1]:.3f}")
+        image = (xt - xt.min()) / (
+            xt.max() - xt.min()
+        )  # rescaled to show the pattern, whatever its range
+        show_images(
+            image.reshape(1, 28, 28),
+            nrow=1,
+            ax=ax,
+            title=f"t = {step}: corr {corr:.2f}",
+        )
+    axes[row, 0].text(
+        -0.1,
+        0.5,
+        name,
+        transform=axes[row, 0].transAxes,
+        rotation=90,
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
+    print(
+        f"{name}: correlation of x_T with x_0 {torch.corrcoef(torch.cat([noised(T), digit]))[0, 1]:.3f}"
+    )
 fig.tight_layout()
 glue("ddpm_alpha_bar_erratum", fig)
-lecture_corr = torch.corrcoef(torch.cat([versions[list(versions)[1]](T), digit]))[0, 1].item()
+lecture_corr = torch.corrcoef(torch.cat([versions[list(versions)[1]](T), digit]))[
+    0, 1
+].item()
 glue("ddpm_lecture_corr_T", f"{lecture_corr:.2f}")
-assert lecture_corr > 0.9 > 0.1 > abs(torch.corrcoef(torch.cat([q_sample(linear, digit, torch.tensor([T]),
-                                                                          eps_demo), digit]))[0, 1])
+assert (
+    lecture_corr
+    > 0.9
+    > 0.1
+    > abs(
+        torch.corrcoef(
+            torch.cat([q_sample(linear, digit, torch.tensor([T]), eps_demo), digit])
+        )[0, 1]
+    )
+)
 
 # %% [markdown]
 # ## 2. The samplers, checked without training
@@ -225,17 +318,27 @@ exact = gaussian_data_eps(linear, m, S)
 n_check = 4000
 g = torch.Generator().manual_seed(seed)
 checks = {
-    "Algorithm 2, 1000 steps": ancestral_sample(exact, linear, (n_check, 2), generator=g)[0],
-    "DDIM, 1000 steps": ddim_sample(exact, linear, (n_check, 2), steps=1000, generator=g),
+    "Algorithm 2, 1000 steps": ancestral_sample(
+        exact, linear, (n_check, 2), generator=g
+    )[0],
+    "DDIM, 1000 steps": ddim_sample(
+        exact, linear, (n_check, 2), steps=1000, generator=g
+    ),
     "DDIM, 50 steps": ddim_sample(exact, linear, (n_check, 2), steps=50, generator=g),
     "DDIM, 10 steps": ddim_sample(exact, linear, (n_check, 2), steps=10, generator=g),
-    "DPM-Solver++(2M), 10 steps": dpm_solver_2m_sample(exact, linear, (n_check, 2), steps=10, generator=g),
+    "DPM-Solver++(2M), 10 steps": dpm_solver_2m_sample(
+        exact, linear, (n_check, 2), steps=10, generator=g
+    ),
 }
 print(f"{'data':>24}: mean {m.tolist()}, covariance {S.flatten().tolist()}")
 for name, x in checks.items():
     mean, cov = x.mean(0), torch.cov(x.T)
-    print(f"{name:>24}: mean {np.round(mean.tolist(), 3)}, covariance {np.round(cov.flatten().tolist(), 3)}")
-    if name != "DDIM, 10 steps":  # Monte Carlo error of a variance from 4,000 draws: about 0.02
+    print(
+        f"{name:>24}: mean {np.round(mean.tolist(), 3)}, covariance {np.round(cov.flatten().tolist(), 3)}"
+    )
+    if (
+        name != "DDIM, 10 steps"
+    ):  # Monte Carlo error of a variance from 4,000 draws: about 0.02
         assert (mean - m).abs().max() < 0.08 and (cov - S).abs().max() < 0.1
 
 x0 = m + torch.randn(2000, 2, generator=g) @ torch.linalg.cholesky(S).T
@@ -243,10 +346,22 @@ true_nll = -torch.distributions.MultivariateNormal(m, S).log_prob(x0).mean().ite
 bounds = {}
 for variance in ("beta", "beta_tilde"):
     bounds[variance] = prior_term(linear, x0).mean().item() + sum(
-        vlb_terms(exact, linear, x0, torch.full((len(x0),), step), decoder="gaussian", variance=variance)
-        .mean().item() for step in range(1, T + 1))
-    print(f"variational bound with the exact predictor and sigma_t^2 = {variance:>10}: "
-          f"{bounds[variance]:.3f} nats (true NLL {true_nll:.3f})")
+        vlb_terms(
+            exact,
+            linear,
+            x0,
+            torch.full((len(x0),), step),
+            decoder="gaussian",
+            variance=variance,
+        )
+        .mean()
+        .item()
+        for step in range(1, T + 1)
+    )
+    print(
+        f"variational bound with the exact predictor and sigma_t^2 = {variance:>10}: "
+        f"{bounds[variance]:.3f} nats (true NLL {true_nll:.3f})"
+    )
 assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["beta"]
 
 # %% [markdown]
@@ -294,18 +409,33 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 
 # %%
 recipes = json.loads(Path("../results/benchmarks.json").read_text())["ddpm_recipes"]
-print(f"Recipes at {recipes['steps']:,} training steps each on {recipes['hardware']} "
-      f"(FID at N = {recipes['n_fid']:,}, {recipes['sampler']}; floor {recipes['fid_floor']:.2f}):")
+print(
+    f"Recipes at {recipes['steps']:,} training steps each on {recipes['hardware']} "
+    f"(FID at N = {recipes['n_fid']:,}, {recipes['sampler']}; floor {recipes['fid_floor']:.2f}):"
+)
 for name, result in recipes["recipes"].items():
     final = result["curve"][-1]
-    print(f"  {name:>38}: FID {final['fid']:6.2f} after {final['train_minutes']:.1f} training minutes")
+    print(
+        f"  {name:>38}: FID {final['fid']:6.2f} after {final['train_minutes']:.1f} training minutes"
+    )
 
 # %%
-train_x = load_mnist(train=True).data[: sizes["n_train"]].float().div(255).mul(2).sub(1)[:, None]
+train_x = (
+    load_mnist(train=True)
+    .data[: sizes["n_train"]]
+    .float()
+    .div(255)
+    .mul(2)
+    .sub(1)[:, None]
+)
 train_x = train_x.to(device)  # (N, 1, 28, 28) in [-1, 1]
-config = UNetConfig(channels=sizes["channels"], blocks_per_level=sizes["blocks_per_level"])
+config = UNetConfig(
+    channels=sizes["channels"], blocks_per_level=sizes["blocks_per_level"]
+)
 schedule = NoiseSchedule(T=1000, kind="cosine")  # Nichol & Dhariwal (2021)
-prediction = "v"  # the network predicts v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
+prediction = (
+    "v"  # the network predicts v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
+)
 
 
 def bf16():
@@ -314,15 +444,22 @@ def bf16():
 
 
 # The classifier FID is measured with (see the evaluation chapter), and the test set's statistics.
-classifier, _ = load_classifier(checkpoints / "mnist-classifier.pt", map_location=device)
+classifier, _ = load_classifier(
+    checkpoints / "mnist-classifier.pt", map_location=device
+)
 reference = FeatureStatistics(classifier.config.feature_dim).update(
-    extract_features(classifier, test_set.data[:, None].to(device)))
+    extract_features(classifier, test_set.data[:, None].to(device))
+)
 
 
 def fid(images: torch.Tensor) -> float:
     """FID of uint8 images (B, 1, 28, 28) against the 10,000 test images, in classifier features."""
-    statistics = FeatureStatistics(classifier.config.feature_dim).update(extract_features(classifier, images.to(device)))
-    return frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
+    statistics = FeatureStatistics(classifier.config.feature_dim).update(
+        extract_features(classifier, images.to(device))
+    )
+    return frechet_distance(
+        reference.mean, reference.covariance, statistics.mean, statistics.covariance
+    )
 
 
 def to_images(x: torch.Tensor) -> torch.Tensor:
@@ -330,7 +467,9 @@ def to_images(x: torch.Tensor) -> torch.Tensor:
     return to_uint8(((x.float().cpu() + 1) / 2).clamp(0, 1))
 
 
-def draw(model, sampler: str, calls: int, eta: float | None, n: int, seed: int) -> tuple[torch.Tensor, float]:
+def draw(
+    model, sampler: str, calls: int, eta: float | None, n: int, seed: int
+) -> tuple[torch.Tensor, float]:
     """n uint8 samples and the seconds they took, from Algorithm 2 (``"ancestral"``, T network calls),
     DDIM or DPM-Solver++(2M) (``"dpm"``) with ``calls`` network calls."""
     g = torch.Generator(device=device).manual_seed(seed)
@@ -339,12 +478,29 @@ def draw(model, sampler: str, calls: int, eta: float | None, n: int, seed: int) 
         shape = (min(sizes["batch"], n - b), 1, 28, 28)
         with bf16():
             if sampler == "ancestral":
-                x = ancestral_sample(model, schedule, shape, generator=g, device=device)[0]
+                x = ancestral_sample(
+                    model, schedule, shape, generator=g, device=device
+                )[0]
             elif sampler == "ddim":
-                x = ddim_sample(model, schedule, shape, steps=calls, eta=eta, generator=g, device=device)
+                x = ddim_sample(
+                    model,
+                    schedule,
+                    shape,
+                    steps=calls,
+                    eta=eta,
+                    generator=g,
+                    device=device,
+                )
             else:
-                x = dpm_solver_2m_sample(model, schedule, shape, steps=calls, generator=g, device=device,
-                                         clip_x0=True)
+                x = dpm_solver_2m_sample(
+                    model,
+                    schedule,
+                    shape,
+                    steps=calls,
+                    generator=g,
+                    device=device,
+                    clip_x0=True,
+                )
         chunks.append(to_images(x))
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -352,16 +508,27 @@ def draw(model, sampler: str, calls: int, eta: float | None, n: int, seed: int) 
 
 
 n_fid = sizes["n_fid"]
-floor = fid(load_mnist(train=True).data[:n_fid, None])  # real images at the same N: the best possible
+floor = fid(
+    load_mnist(train=True).data[:n_fid, None]
+)  # real images at the same N: the best possible
 
 
 def train_ddpm(config: UNetConfig, name: str):
     """Algorithm 1 (v-prediction, cosine schedule) with Adam and an EMA of the weights; return the
     EMA network, the history and the training seconds (the FID checks not counted)."""
     model, ema, optimizer, warmup = training_parts(config)
-    state = TrainingRun(runs / f"{name}-last.pt", run=settings(config), model=model, optimizer=optimizer,
-                        config=config, ema=ema, warmup=warmup)
-    for epoch in state.steps(sizes["epochs"], minutes=sizes["train_minutes"], desc=name):
+    state = TrainingRun(
+        runs / f"{name}-last.pt",
+        run=settings(config),
+        model=model,
+        optimizer=optimizer,
+        config=config,
+        ema=ema,
+        warmup=warmup,
+    )
+    for epoch in state.steps(
+        sizes["epochs"], minutes=sizes["train_minutes"], desc=name
+    ):
         model.train()
         total = torch.zeros((), device=device)
         for batch in torch.randperm(len(train_x), device=device).split(batch_size):
@@ -369,7 +536,9 @@ def train_ddpm(config: UNetConfig, name: str):
             t = schedule.sample_t(len(x0), device=device)  # t ~ Uniform({1, ..., T})
             eps = torch.randn_like(x0)  # eps ~ N(0, I)
             with bf16():  # ||v - v_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2
-                loss = loss_simple(model, schedule, x0, t, eps, prediction=prediction).mean()
+                loss = loss_simple(
+                    model, schedule, x0, t, eps, prediction=prediction
+                ).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # take a gradient descent step on it
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -386,26 +555,50 @@ def train_ddpm(config: UNetConfig, name: str):
 # identify the run (a saved state is resumed only by the same settings); and the record of each
 # epoch, with the FID of the averaged network every few epochs, on a clock that is stopped meanwhile.
 
+
 # %%
 def training_parts(config: UNetConfig):
     model = UNet(config).to(device)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(sizes["ema_decay"]), use_buffers=True)
+    ema = AveragedModel(
+        model, multi_avg_fn=get_ema_multi_avg_fn(sizes["ema_decay"]), use_buffers=True
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=sizes["learning_rate"])
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / sizes["warmup_steps"]))
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / sizes["warmup_steps"])
+    )
     return model, ema, optimizer, warmup
 
 
 def settings(config: UNetConfig) -> dict:
-    return dict(config=config, schedule=schedule.kind, prediction=prediction, seed=seed, n_train=len(train_x),
-                batch_size=batch_size, **{k: sizes[k] for k in ("epochs", "train_minutes", "learning_rate",
-                                                               "warmup_steps", "ema_decay")})
+    return dict(
+        config=config,
+        schedule=schedule.kind,
+        prediction=prediction,
+        seed=seed,
+        n_train=len(train_x),
+        batch_size=batch_size,
+        **{
+            k: sizes[k]
+            for k in (
+                "epochs",
+                "train_minutes",
+                "learning_rate",
+                "warmup_steps",
+                "ema_decay",
+            )
+        },
+    )
 
 
 def log_epoch(state: TrainingRun, epoch: int, ema, loss: float):
     state.log.append(dict(epoch=epoch + 1, loss=loss, seconds=state.seconds))
-    if (epoch + 1) % sizes["fid_every"] == 0:  # time to quality: the averaged network, as published
+    if (epoch + 1) % sizes[
+        "fid_every"
+    ] == 0:  # time to quality: the averaged network, as published
         with state.paused():  # scoring is not training time
-            images, _ = draw(EpsilonFromV(ema.module.eval(), schedule), "dpm", 20, None, n_fid, seed)
+            images, _ = draw(
+                EpsilonFromV(ema.module.eval(), schedule), "dpm", 20, None, n_fid, seed
+            )
             state.log[-1]["fid_dpm20"] = fid(images)
 
 
@@ -413,14 +606,23 @@ def log_epoch(state: TrainingRun, epoch: int, ema, loss: float):
 published_path = published / "ddpm.pt"
 if train_from_scratch:
     network, history, train_seconds = train_ddpm(config, f"ddpm-{profile}")
-    model = EpsilonFromV(network, schedule)  # every sampler below takes an epsilon-network
+    model = EpsilonFromV(
+        network, schedule
+    )  # every sampler below takes an epsilon-network
 else:
-    model, schedule, checkpoint = load_ddpm(checkpoints / "ddpm.pt", map_location=device)
-    history, train_seconds = checkpoint["extra"]["record"]["history"], checkpoint["extra"]["record"]["train_seconds"]
+    model, schedule, checkpoint = load_ddpm(
+        checkpoints / "ddpm.pt", map_location=device
+    )
+    history, train_seconds = (
+        checkpoint["extra"]["record"]["history"],
+        checkpoint["extra"]["record"]["train_seconds"],
+    )
 params = sum(p.numel() for p in model.parameters())
-print(f"{len(history)} epochs ({len(history) * math.ceil(len(train_x) / batch_size):,} steps) in "
-      f"{train_seconds / 60:.1f} minutes on {hardware(device)}; {params:,} parameters; "
-      f"final training loss {history[-1]['loss']:.4f}")
+print(
+    f"{len(history)} epochs ({len(history) * math.ceil(len(train_x) / batch_size):,} steps) in "
+    f"{train_seconds / 60:.1f} minutes on {hardware(device)}; {params:,} parameters; "
+    f"final training loss {history[-1]['loss']:.4f}"
+)
 
 # %% [markdown]
 # Left, the training loss, $\|v - v_\theta\|^2$ per pixel. Middle, the time-to-quality curve: FID of
@@ -437,16 +639,31 @@ test_x = test_set.data.float().div(255).mul(2).sub(1)[:, None]
 probe_t = [1, 2, 5, 10, 20, 50, 100, 200, 400, 600, 800, 1000]
 probe = test_x[:512].to(device)
 with torch.no_grad(), bf16():
-    loss_by_t = [loss_simple(model, schedule, probe, torch.full((len(probe),), s, device=device),
-                             torch.randn(probe.shape, generator=torch.Generator().manual_seed(s)).to(device))
-                 .mean().item() for s in probe_t]
+    loss_by_t = [
+        loss_simple(
+            model,
+            schedule,
+            probe,
+            torch.full((len(probe),), s, device=device),
+            torch.randn(probe.shape, generator=torch.Generator().manual_seed(s)).to(
+                device
+            ),
+        )
+        .mean()
+        .item()
+        for s in probe_t
+    ]
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
 axes[0].plot([h["epoch"] for h in history], [h["loss"] for h in history], "o-")
 axes[0].set_xlabel("epoch")
 axes[0].set_ylabel(r"$\|v - v_\theta\|^2$ per pixel, training")
 scored = [h for h in history if "fid_dpm20" in h]
-axes[1].semilogy([h["seconds"] / 60 for h in scored], [h["fid_dpm20"] for h in scored], "o-",
-                 label="EMA network, DPM-Solver++ (20 calls)")
+axes[1].semilogy(
+    [h["seconds"] / 60 for h in scored],
+    [h["fid_dpm20"] for h in scored],
+    "o-",
+    label="EMA network, DPM-Solver++ (20 calls)",
+)
 axes[1].axhline(floor, color="gray", ls="--", label=f"real images, same N = {n_fid:,}")
 axes[1].set_xlabel(f"training minutes ({hardware(device)})")
 axes[1].set_ylabel("FID (classifier features)")
@@ -456,7 +673,9 @@ axes[2].set_xlabel("t")
 axes[2].set_ylabel(r"$\|\epsilon - \epsilon_\theta(x_t, t)\|^2$ per pixel, test images")
 fig.tight_layout()
 for h in scored:
-    print(f"after {h['seconds'] / 60:5.1f} training minutes (epoch {h['epoch']:2d}): FID {h['fid_dpm20']:.2f}")
+    print(
+        f"after {h['seconds'] / 60:5.1f} training minutes (epoch {h['epoch']:2d}): FID {h['fid_dpm20']:.2f}"
+    )
 glue("ddpm_training", fig)
 glue("ddpm_train_minutes", f"{train_seconds / 60:.0f}")
 glue("ddpm_train_steps", f"{len(history) * math.ceil(len(train_x) / batch_size):,}")
@@ -484,15 +703,32 @@ samplers += [("dpm", k, None) for k in (5, 10, 20, 50)]
 def describe(sampler: str, calls: int, eta: float | None) -> str:
     if sampler == "ancestral":
         return f"Algorithm 2, {calls} calls"
-    return f"DDIM, η = {eta:g}, {calls} calls" if sampler == "ddim" else f"DPM-Solver++(2M), {calls} calls"
+    return (
+        f"DDIM, η = {eta:g}, {calls} calls"
+        if sampler == "ddim"
+        else f"DPM-Solver++(2M), {calls} calls"
+    )
 
 
 label = {key: describe(*key) for key in samplers}
-shown = [("ancestral", T, None), ("ddim", 10, 0.0), ("ddim", 50, 0.0), ("ddim", 20, 1.0),
-         ("ddim", 50, 1.0), ("dpm", 5, None), ("dpm", 10, None), ("dpm", 20, None)]
+shown = [
+    ("ancestral", T, None),
+    ("ddim", 10, 0.0),
+    ("ddim", 50, 0.0),
+    ("ddim", 20, 1.0),
+    ("ddim", 50, 1.0),
+    ("dpm", 5, None),
+    ("dpm", 10, None),
+    ("dpm", 20, None),
+]
 fig, axes = plt.subplots(2, 4, figsize=(15, 4.6))
 for ax, key in zip(axes.flat, shown, strict=True):
-    show_images(draw(model, *key, n=sizes["n_grid"], seed=seed)[0].float() / 255, nrow=8, ax=ax, title=label[key])
+    show_images(
+        draw(model, *key, n=sizes["n_grid"], seed=seed)[0].float() / 255,
+        nrow=8,
+        ax=ax,
+        title=label[key],
+    )
 fig.tight_layout()
 glue("ddpm_samples", fig)
 
@@ -508,8 +744,14 @@ glue("ddpm_samples", fig)
 # %%
 g = torch.Generator(device=device).manual_seed(seed + 1)
 with bf16():
-    x0_sample, trajectory = ancestral_sample(model, schedule, (1, 1, 28, 28), generator=g, device=device,
-                                             trajectory_every=100)
+    x0_sample, trajectory = ancestral_sample(
+        model,
+        schedule,
+        (1, 1, 28, 28),
+        generator=g,
+        device=device,
+        trajectory_every=100,
+    )
 steps_shown = list(range(T, -1, -100))  # the trajectory holds x_1000, x_900, ..., x_0
 guesses = []
 with torch.no_grad(), bf16():
@@ -518,13 +760,23 @@ with torch.no_grad(), bf16():
             guesses.append(xt)
             continue
         t = torch.tensor([s], device=device)
-        guesses.append(predict_x0(schedule, xt.to(device), t, model(xt.to(device), t)).cpu())
-forward = [x0_sample.cpu() if s == 0 else q_sample(schedule, x0_sample.cpu(), torch.tensor([s]))
-           for s in steps_shown]
+        guesses.append(
+            predict_x0(schedule, xt.to(device), t, model(xt.to(device), t)).cpu()
+        )
+forward = [
+    x0_sample.cpu()
+    if s == 0
+    else q_sample(schedule, x0_sample.cpu(), torch.tensor([s]))
+    for s in steps_shown
+]
 fig, axes = plt.subplots(3, len(steps_shown), figsize=(13, 3.8))
 for column, s in enumerate(steps_shown):
     for row, images in enumerate((trajectory, guesses, forward)):
-        show_images(((images[column].reshape(1, 28, 28) + 1) / 2).clamp(0, 1), nrow=1, ax=axes[row, column])
+        show_images(
+            ((images[column].reshape(1, 28, 28) + 1) / 2).clamp(0, 1),
+            nrow=1,
+            ax=axes[row, column],
+        )
     axes[0, column].set_title(f"t = {s}", fontsize=9)
 for row, name in enumerate(("reverse: $x_t$", r"guess $\hat x_0$", "forward: $x_t$")):
     axes[row, 0].text(-4, 14, name, ha="right", va="center", fontsize=9)
@@ -543,19 +795,34 @@ glue("ddpm_trajectory", fig)
 # only in the `gpu` profile.)
 
 # %%
-fid_samplers = [key for key in samplers if profile == "gpu" or key[0] != "ddim" or key[1] <= 50]
+fid_samplers = [
+    key for key in samplers if profile == "gpu" or key[0] != "ddim" or key[1] <= 50
+]
 speed = []
 for key in fid_samplers:
     images, seconds = draw(model, *key, n=n_fid, seed=seed)
-    speed.append(dict(sampler=label[key], family=key[0], calls=key[1], eta=key[2], fid=fid(images),
-                      seconds_per_1k=seconds / n_fid * 1000))
-    print(f"{label[key]:>30}: FID {speed[-1]['fid']:7.3f}   {speed[-1]['seconds_per_1k']:7.2f} s per 1,000 samples")
+    speed.append(
+        dict(
+            sampler=label[key],
+            family=key[0],
+            calls=key[1],
+            eta=key[2],
+            fid=fid(images),
+            seconds_per_1k=seconds / n_fid * 1000,
+        )
+    )
+    print(
+        f"{label[key]:>30}: FID {speed[-1]['fid']:7.3f}   {speed[-1]['seconds_per_1k']:7.2f} s per 1,000 samples"
+    )
 print(f"{'real training images':>30}: FID {floor:7.3f}   (the floor at N = {n_fid:,})")
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.8))
-for family, eta, marker, name in (("ddim", 0.0, "o-", "DDIM, η = 0"), ("ddim", 1.0, "^-", "DDIM, η = 1"),
-                                  ("dpm", None, "D-", "DPM-Solver++(2M)")):
+for family, eta, marker, name in (
+    ("ddim", 0.0, "o-", "DDIM, η = 0"),
+    ("ddim", 1.0, "^-", "DDIM, η = 1"),
+    ("dpm", None, "D-", "DPM-Solver++(2M)"),
+):
     rows = [r for r in speed if r["family"] == family and r["eta"] == eta]
     ax.loglog([r["calls"] for r in rows], [r["fid"] for r in rows], marker, label=name)
 ancestral = speed[0]
@@ -566,16 +833,26 @@ ax.set_ylabel("FID (classifier features)")
 ax.legend(fontsize=8)
 glue("ddpm_fid_vs_calls", fig)
 by_key = {(r["family"], r["calls"], r["eta"]): r for r in speed}
-for name, key in (("alg2", ("ancestral", T, None)), ("dpm20", ("dpm", 20, None)), ("dpm10", ("dpm", 10, None)),
-                  ("ddim20_eta0", ("ddim", 20, 0.0)), ("ddim20_eta1", ("ddim", 20, 1.0))):
+for name, key in (
+    ("alg2", ("ancestral", T, None)),
+    ("dpm20", ("dpm", 20, None)),
+    ("dpm10", ("dpm", 10, None)),
+    ("ddim20_eta0", ("ddim", 20, 0.0)),
+    ("ddim20_eta1", ("ddim", 20, 1.0)),
+):
     glue(f"ddpm_fid_{name}", f"{by_key[key]['fid']:.1f}")
 glue("ddpm_fid_floor", f"{floor:.1f}")
 glue("ddpm_n_fid", f"{n_fid:,}")
-glue("ddpm_dpm20_seconds_per_10k", f"{by_key[('dpm', 20, None)]['seconds_per_1k'] * 10:.0f}")
+glue(
+    "ddpm_dpm20_seconds_per_10k",
+    f"{by_key[('dpm', 20, None)]['seconds_per_1k'] * 10:.0f}",
+)
 for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10, None)):
     r = by_key[key]
-    print(f"{r['sampler']:>30}: FID {r['fid'] / ancestral['fid']:.2f} x that of Algorithm 2, "
-          f"in {ancestral['seconds_per_1k'] / r['seconds_per_1k']:.0f} x less time")
+    print(
+        f"{r['sampler']:>30}: FID {r['fid'] / ancestral['fid']:.2f} x that of Algorithm 2, "
+        f"in {ancestral['seconds_per_1k'] / r['seconds_per_1k']:.0f} x less time"
+    )
 
 # %% [markdown]
 # Time falls in proportion to the number of calls for every sampler; quality does not. The two
@@ -609,16 +886,24 @@ for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10,
 fig, ax = plt.subplots(figsize=(7, 3.2))
 elbo_weight = {}
 for name, s in (("linear (Ho et al.)", linear), ("cosine", cosine)):
-    beta, alpha, alpha_bar = s.beta[1:].double(), 1 - s.beta[1:].double(), s.alpha_bar[1:].double()
+    beta, alpha, alpha_bar = (
+        s.beta[1:].double(),
+        1 - s.beta[1:].double(),
+        s.alpha_bar[1:].double(),
+    )
     elbo_weight[name] = (beta / (2 * alpha * (1 - alpha_bar))).numpy()
-    ax.loglog(ts[1:], elbo_weight[name][1:], label=name)  # t >= 2: L_0 is the decoder's term
+    ax.loglog(
+        ts[1:], elbo_weight[name][1:], label=name
+    )  # t >= 2: L_0 is the decoder's term
 ax.set_xlabel("t")
 ax.set_ylabel(r"$\beta_t / (2 \alpha_t (1 - \bar\alpha_t))$")
 ax.legend()
 w = elbo_weight["linear (Ho et al.)"]
 low = int(np.argmin(w[99:])) + 100  # the smallest weight from t = 100 on, and where
-print(f"linear schedule: weight {w[1]:.3f} at t = 2, {w[9]:.3f} at t = 10, {w[99]:.4f} at t = 100; "
-      f"smallest {w[low - 1]:.4f} at t = {low}, {w[-1]:.4f} at t = {T}")
+print(
+    f"linear schedule: weight {w[1]:.3f} at t = 2, {w[9]:.3f} at t = 10, {w[99]:.4f} at t = 100; "
+    f"smallest {w[low - 1]:.4f} at t = {low}, {w[-1]:.4f} at t = {T}"
+)
 glue("ddpm_elbo_weights", fig)
 glue("ddpm_weight_t2", f"{w[1]:.2f}")
 glue("ddpm_weight_t10", f"{w[9]:.2f}")
@@ -627,6 +912,7 @@ glue("ddpm_weight_min", f"{w[low - 1]:.3f}")
 glue("ddpm_weight_min_t", f"{low}")
 glue("ddpm_weight_T", f"{w[-1]:.3f}")
 
+
 # %%
 def nll_bits_per_dim(x0: torch.Tensor, variance: str) -> torch.Tensor:
     """The variational bound L_T + sum_t L_{t-1} + L_0 per image, in bits per dimension: (B,)."""
@@ -634,7 +920,9 @@ def nll_bits_per_dim(x0: torch.Tensor, variance: str) -> torch.Tensor:
     with torch.no_grad():
         for step in range(1, T + 1):
             t = torch.full((len(x0),), step, device=x0.device)
-            total = total + vlb_terms(model, schedule, x0, t, decoder="discretized", variance=variance)
+            total = total + vlb_terms(
+                model, schedule, x0, t, decoder="discretized", variance=variance
+            )
     return total / (x0[0].numel() * math.log(2))
 
 
@@ -642,10 +930,14 @@ nll_x = test_x[: sizes["n_nll"]].to(device)
 torch.manual_seed(seed)
 nll = {}
 for variance in ("beta_tilde", "beta"):
-    bits = torch.cat([nll_bits_per_dim(chunk, variance) for chunk in nll_x.split(sizes["batch"])]).cpu()
+    bits = torch.cat(
+        [nll_bits_per_dim(chunk, variance) for chunk in nll_x.split(sizes["batch"])]
+    ).cpu()
     nll[variance] = (bits.mean().item(), bits.std().item() / math.sqrt(len(bits)))
-    print(f"sigma_t^2 = {variance:>10}: NLL <= {nll[variance][0]:.3f} ± {nll[variance][1]:.3f} bits/dim "
-          f"({len(bits)} test images)")
+    print(
+        f"sigma_t^2 = {variance:>10}: NLL <= {nll[variance][0]:.3f} ± {nll[variance][1]:.3f} bits/dim "
+        f"({len(bits)} test images)"
+    )
 glue("ddpm_nll_n", f"{len(nll_x)}")
 
 # %% [markdown]
@@ -659,9 +951,13 @@ glue("ddpm_nll_n", f"{len(nll_x)}")
 torch.manual_seed(seed)
 own, _ = draw(model, "ddim", 20, 1.0, len(nll_x), seed + 1)
 own_x = (own.float() / 255 * 2 - 1).to(device)
-own_bits = torch.cat([nll_bits_per_dim(chunk, "beta_tilde") for chunk in own_x.split(sizes["batch"])]).cpu()
-print(f"bound on the model's own samples: {own_bits.mean():.3f} bits/dim; on test images "
-      f"{nll['beta_tilde'][0]:.3f} ({len(own_bits)} images each)")
+own_bits = torch.cat(
+    [nll_bits_per_dim(chunk, "beta_tilde") for chunk in own_x.split(sizes["batch"])]
+).cpu()
+print(
+    f"bound on the model's own samples: {own_bits.mean():.3f} bits/dim; on test images "
+    f"{nll['beta_tilde'][0]:.3f} ({len(own_bits)} images each)"
+)
 glue("ddpm_own_samples_bits", f"{own_bits.mean():.2f}")
 
 # %% [markdown]
@@ -683,16 +979,33 @@ glue("ddpm_own_samples_bits", f"{own_bits.mean():.2f}")
 
 # %%
 if train_from_scratch:
-    record = dict(profile=profile, hardware=hardware(device), train_seconds=round(train_seconds, 1),
-                  epochs=len(history), steps=len(history) * math.ceil(len(train_x) / batch_size),
-                  batch_size=batch_size, learning_rate=sizes["learning_rate"],
-                  warmup_steps=sizes["warmup_steps"], ema_decay=sizes["ema_decay"],
-                  schedule=f"{schedule.kind}, T = {T}", history=history,
-                  prediction=prediction, noise_schedule=dict(kind=schedule.kind, T=T), autocast="bfloat16",
-                  samplers=speed, fid_floor=floor, n_fid=n_fid,
-                  nll_bits_per_dim={k: v[0] for k, v in nll.items()},
-                  nll_standard_error={k: v[1] for k, v in nll.items()}, n_nll=len(nll_x),
-                  notebook_seconds=round(time.perf_counter() - notebook_started, 1))
-    summary = publish_checkpoint(published_path, network, config=config, record=record, step=record["steps"])
+    record = dict(
+        profile=profile,
+        hardware=hardware(device),
+        train_seconds=round(train_seconds, 1),
+        epochs=len(history),
+        steps=len(history) * math.ceil(len(train_x) / batch_size),
+        batch_size=batch_size,
+        learning_rate=sizes["learning_rate"],
+        warmup_steps=sizes["warmup_steps"],
+        ema_decay=sizes["ema_decay"],
+        schedule=f"{schedule.kind}, T = {T}",
+        history=history,
+        prediction=prediction,
+        noise_schedule=dict(kind=schedule.kind, T=T),
+        autocast="bfloat16",
+        samplers=speed,
+        fid_floor=floor,
+        n_fid=n_fid,
+        nll_bits_per_dim={k: v[0] for k, v in nll.items()},
+        nll_standard_error={k: v[1] for k, v in nll.items()},
+        n_nll=len(nll_x),
+        notebook_seconds=round(time.perf_counter() - notebook_started, 1),
+    )
+    summary = publish_checkpoint(
+        published_path, network, config=config, record=record, step=record["steps"]
+    )
     (runs / f"ddpm-{profile}-last.pt").unlink(missing_ok=True)
-    print(f"published {summary['file']}: sha256 {summary['sha256'][:16]}..., {summary['params']:,} parameters")
+    print(
+        f"published {summary['file']}: sha256 {summary['sha256'][:16]}..., {summary['params']:,} parameters"
+    )

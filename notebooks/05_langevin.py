@@ -26,7 +26,8 @@
 # MNIST digits with a predictor-corrector sampler.
 
 # %% tags=["remove-cell"]
-# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Setup: on Colab, fetch this book (package, checkpoints) and install it;
+# elsewhere `make` did it.
 # Running it again does nothing new.
 import importlib.util
 import os
@@ -40,16 +41,18 @@ if "google.colab" in sys.modules:
         clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
         cloned = subprocess.run(clone, capture_output=True, text=True)
         if cloned.returncode != 0:
-            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
-                               f"{cloned.stderr.strip()} (check the runtime's network, or "
-                               f"move {BOOK} aside, then run this cell again)")
+            raise RuntimeError(
+                f"could not clone {REPOSITORY} into {BOOK}: "
+                f"{cloned.stderr.strip()} (check the runtime's network, or "
+                f"move {BOOK} aside, then run this cell again)"
+            )
     if importlib.util.find_spec("genmodels") is None:
         install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
         subprocess.run(install, check=True)
     os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
-profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None: $GENMODELS_PROFILE, else "auto"
 seed = 0  # seeds Python, NumPy and torch
 
 # %%
@@ -89,9 +92,25 @@ profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()
 sizes = {  # what each compute profile affords
-    "smoke": dict(particles=500, chain_steps=200, dsm_steps=100, frames=10, n_fid=256, calls=10),
-    "cpu": dict(particles=4_000, chain_steps=2_000, dsm_steps=20_000, frames=40, n_fid=1_000, calls=50),
-    "gpu": dict(particles=20_000, chain_steps=4_000, dsm_steps=40_000, frames=60, n_fid=10_000, calls=50),
+    "smoke": dict(
+        particles=500, chain_steps=200, dsm_steps=100, frames=10, n_fid=256, calls=10
+    ),
+    "cpu": dict(
+        particles=4_000,
+        chain_steps=2_000,
+        dsm_steps=20_000,
+        frames=40,
+        n_fid=1_000,
+        calls=50,
+    ),
+    "gpu": dict(
+        particles=20_000,
+        chain_steps=4_000,
+        dsm_steps=40_000,
+        frames=60,
+        n_fid=10_000,
+        calls=50,
+    ),
 }[profile]
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
@@ -104,11 +123,16 @@ print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %%
 mixture = eight_gaussians()
-points = mixture.sample(1_000, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+points = mixture.sample(
+    1_000, generator=torch.Generator().manual_seed(seed)
+).requires_grad_()
 unnormalized = mixture.log_prob(points) + math.log(7.0)  # log(7 p(x)): not a density
 (autograd_score,) = torch.autograd.grad(unnormalized.sum(), points)
 difference = (autograd_score - mixture.score(points.detach())).abs().max().item()
-print(f"largest difference between the score of 7 p by autograd and the exact score: {difference:.2e}")
+print(
+    "largest difference between the score of 7 p by autograd and the exact score: "
+    f"{difference:.2e}"
+)
 
 fig, ax = plt.subplots(figsize=(4, 4))
 density_and_score(mixture.log_prob, mixture.score, limits=(-3, 3), ax=ax)
@@ -133,25 +157,44 @@ start = target.sample(sizes["particles"], generator=torch.Generator().manual_see
 bias = []
 for eta in (0.01, 0.02, 0.05, 0.1, 0.2):  # stable while eta < 2 lambda_min(Sigma) = 0.4
     a = np.eye(2) - eta * precision.numpy()
-    predicted = linalg.solve_discrete_lyapunov(a, 2 * eta * np.eye(2))  # C = A C A^T + 2 eta I
-    ula = langevin_sample(target.score, start, eta, sizes["chain_steps"],
-                          generator=torch.Generator().manual_seed(2))
-    mala, acceptance = mala_sample(target.log_prob, target.score, start, eta, sizes["chain_steps"],
-                                   generator=torch.Generator().manual_seed(3))
-    bias.append(dict(
-        eta=eta,
-        ula=torch.linalg.norm(torch.cov(ula.T) - sigma).item(),
-        predicted=float(np.linalg.norm(predicted - sigma.numpy())),
-        mala=torch.linalg.norm(torch.cov(mala.T) - sigma).item(),
-        acceptance=acceptance,
-    ))
-    print(f"eta {eta:4.2f}: ||C - Sigma|| unadjusted {bias[-1]['ula']:.3f} "
-          f"(predicted {bias[-1]['predicted']:.3f}), MALA {bias[-1]['mala']:.3f} "
-          f"(acceptance {acceptance:.2f})")
+    predicted = linalg.solve_discrete_lyapunov(
+        a, 2 * eta * np.eye(2)
+    )  # C = A C A^T + 2 eta I
+    ula = langevin_sample(
+        target.score,
+        start,
+        eta,
+        sizes["chain_steps"],
+        generator=torch.Generator().manual_seed(2),
+    )
+    mala, acceptance = mala_sample(
+        target.log_prob,
+        target.score,
+        start,
+        eta,
+        sizes["chain_steps"],
+        generator=torch.Generator().manual_seed(3),
+    )
+    bias.append(
+        dict(
+            eta=eta,
+            ula=torch.linalg.norm(torch.cov(ula.T) - sigma).item(),
+            predicted=float(np.linalg.norm(predicted - sigma.numpy())),
+            mala=torch.linalg.norm(torch.cov(mala.T) - sigma).item(),
+            acceptance=acceptance,
+        )
+    )
+    print(
+        f"eta {eta:4.2f}: ||C - Sigma|| unadjusted {bias[-1]['ula']:.3f} "
+        f"(predicted {bias[-1]['predicted']:.3f}), MALA {bias[-1]['mala']:.3f} "
+        f"(acceptance {acceptance:.2f})"
+    )
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 etas = [row["eta"] for row in bias]
-ax.loglog(etas, [row["predicted"] for row in bias], "k--", label="unadjusted, predicted")
+ax.loglog(
+    etas, [row["predicted"] for row in bias], "k--", label="unadjusted, predicted"
+)
 ax.loglog(etas, [row["ula"] for row in bias], "o", label="unadjusted, measured")
 ax.loglog(etas, [max(row["mala"], 1e-3) for row in bias], "s", label="MALA, measured")
 ax.set_xlabel("step size η")
@@ -169,14 +212,32 @@ glue("langevin_mala_eta_01", f"{bias[3]['mala']:.3f}")
 
 # %%
 def compare_chains(eta: float = 0.1, steps: int = 200) -> None:
-    """Draw both chains' particles after ``steps`` steps of size ``eta`` over the target's ellipse."""
-    ula = langevin_sample(target.score, start[:1_000], eta, steps, generator=torch.Generator().manual_seed(2))
-    mala, acceptance = mala_sample(target.log_prob, target.score, start[:1_000], eta, steps,
-                                   generator=torch.Generator().manual_seed(3))
+    """Draw both chains' particles after ``steps`` steps of size ``eta`` over the
+    target's ellipse."""
+    ula = langevin_sample(
+        target.score,
+        start[:1_000],
+        eta,
+        steps,
+        generator=torch.Generator().manual_seed(2),
+    )
+    mala, acceptance = mala_sample(
+        target.log_prob,
+        target.score,
+        start[:1_000],
+        eta,
+        steps,
+        generator=torch.Generator().manual_seed(3),
+    )
     angle = torch.linspace(0, 2 * math.pi, 200, dtype=torch.float64)
-    ellipse = 2 * torch.stack([angle.cos(), angle.sin()], 1) @ torch.linalg.cholesky(sigma).T
+    ellipse = (
+        2 * torch.stack([angle.cos(), angle.sin()], 1) @ torch.linalg.cholesky(sigma).T
+    )
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.5), sharex=True, sharey=True)
-    for ax, x, title in ((axes[0], ula, "unadjusted"), (axes[1], mala, f"MALA, {acceptance:.0%} accepted")):
+    for ax, x, title in (
+        (axes[0], ula, "unadjusted"),
+        (axes[1], mala, f"MALA, {acceptance:.0%} accepted"),
+    ):
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
         ax.plot(ellipse[:, 0], ellipse[:, 1], "k")
         ax.set_title(f"{title}, η = {eta:g}", fontsize=9)
@@ -187,8 +248,11 @@ def compare_chains(eta: float = 0.1, steps: int = 200) -> None:
 try:
     import ipywidgets
 
-    ipywidgets.interact(compare_chains, eta=ipywidgets.FloatLogSlider(0.1, base=10, min=-2, max=-0.45),
-                        steps=ipywidgets.IntSlider(200, 10, 1_000, 10))
+    ipywidgets.interact(
+        compare_chains,
+        eta=ipywidgets.FloatLogSlider(0.1, base=10, min=-2, max=-0.45),
+        steps=ipywidgets.IntSlider(200, 10, 1_000, 10),
+    )
 except ImportError:  # without ipywidgets, one setting
     compare_chains()
 
@@ -202,7 +266,9 @@ except ImportError:  # without ipywidgets, one setting
 wrong_way = lambda x: -target.score(x)  # noqa: E731 (the lecture's minus sign)
 x, distances = start[:500], []
 for _ in range(20):
-    x = langevin_sample(wrong_way, x, 0.05, 10, generator=torch.Generator().manual_seed(4))
+    x = langevin_sample(
+        wrong_way, x, 0.05, 10, generator=torch.Generator().manual_seed(4)
+    )
     distances.append(x.norm(dim=1).mean().item())
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.semilogy(range(10, 201, 10), distances)
@@ -229,19 +295,44 @@ def mode_counts(x: torch.Tensor) -> np.ndarray:
     return np.bincount(nearest.numpy(), minlength=8)
 
 
-poor_start = mixture.means[0] + 0.1 * torch.randn(sizes["particles"], 2, dtype=torch.float64,
-                                                   generator=torch.Generator().manual_seed(5))
-sigmas = np.geomspace(3.0, 0.05, 10).tolist()  # the noise ladder sigma_1 > ... > sigma_L
-epsilon = 0.002  # Song & Ermon's step size at the smallest sigma; level i uses epsilon sigma_i^2 / sigma_L^2
+poor_start = mixture.means[0] + 0.1 * torch.randn(
+    sizes["particles"],
+    2,
+    dtype=torch.float64,
+    generator=torch.Generator().manual_seed(5),
+)
+sigmas = np.geomspace(
+    3.0, 0.05, 10
+).tolist()  # the noise ladder sigma_1 > ... > sigma_L
+# Song & Ermon's step size at the smallest sigma; level i uses
+# epsilon sigma_i^2 / sigma_L^2
+epsilon = 0.002
 steps_per_level = sizes["chain_steps"] // len(sigmas)
-single = langevin_sample(mixture.score, poor_start, 0.005, sizes["chain_steps"],
-                         generator=torch.Generator().manual_seed(6))
-annealed = annealed_langevin_sample(lambda x, i: mixture.noised(sigmas[i]).score(x), poor_start, sigmas,
-                                    epsilon, steps_per_level, generator=torch.Generator().manual_seed(7))
+single = langevin_sample(
+    mixture.score,
+    poor_start,
+    0.005,
+    sizes["chain_steps"],
+    generator=torch.Generator().manual_seed(6),
+)
+annealed = annealed_langevin_sample(
+    lambda x, i: mixture.noised(sigmas[i]).score(x),
+    poor_start,
+    sigmas,
+    epsilon,
+    steps_per_level,
+    generator=torch.Generator().manual_seed(7),
+)
 p_single = stats.chisquare(mode_counts(single)).pvalue
 p_annealed = stats.chisquare(mode_counts(annealed)).pvalue
-print(f"single level: counts {mode_counts(single).tolist()}, chi-square p = {p_single:.2g}")
-print(f"annealed:     counts {mode_counts(annealed).tolist()}, chi-square p = {p_annealed:.2g}")
+print(
+    f"single level: counts {mode_counts(single).tolist()}, "
+    f"chi-square p = {p_single:.2g}"
+)
+print(
+    f"annealed:     counts {mode_counts(annealed).tolist()}, "
+    f"chi-square p = {p_annealed:.2g}"
+)
 glue("langevin_p_single", f"{p_single:.1g}" if p_single > 0 else "below 10⁻³⁰⁰")
 glue("langevin_p_annealed", f"{p_annealed:.2f}")
 
@@ -268,17 +359,29 @@ glue("langevin_annealing", fig)
 x, levels = poor_start, [poor_start]
 frame_every = max(1, len(sigmas) * steps_per_level // sizes["frames"])
 for i, level in enumerate(sigmas):
-    eta = epsilon * level**2 / sigmas[-1] ** 2 / 2  # Song & Ermon's x + alpha_i / 2 s + sqrt(alpha_i) z
-    x, path = langevin_sample(mixture.noised(level).score, x, eta, steps_per_level,
-                              generator=torch.Generator().manual_seed(10 + i), trajectory_every=frame_every)
+    eta = (
+        epsilon * level**2 / sigmas[-1] ** 2 / 2
+    )  # Song & Ermon's x + alpha_i / 2 s + sqrt(alpha_i) z
+    x, path = langevin_sample(
+        mixture.noised(level).score,
+        x,
+        eta,
+        steps_per_level,
+        generator=torch.Generator().manual_seed(10 + i),
+        trajectory_every=frame_every,
+    )
     levels += path[1:]
-frames = [x[:1_000] for x in levels]  # a thousand particles per frame keep the page light
+frames = [
+    x[:1_000] for x in levels
+]  # a thousand particles per frame keep the page light
 fig, ax = plt.subplots(figsize=(3.5, 3.5))
 cloud = ax.scatter(frames[0][:, 0], frames[0][:, 1], s=1, color="tab:orange")
 ax.set_xlim(-3.5, 3.5)
 ax.set_ylim(-3.5, 3.5)
 ax.set_aspect("equal")
-movie = animation.FuncAnimation(fig, lambda k: cloud.set_offsets(frames[k].numpy()), frames=len(frames))
+movie = animation.FuncAnimation(
+    fig, lambda k: cloud.set_offsets(frames[k].numpy()), frames=len(frames)
+)
 plt.close(fig)
 HTML(animation_html(movie))
 
@@ -299,13 +402,17 @@ fig.tight_layout()
 # every step jumps across the picture): each settles into one of the eight modes as sigma shrinks.
 
 # %% tags=["hide-input"]
-settling = [x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level]  # level 4 on
+settling = [
+    x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level
+]  # level 4 on
 paths = torch.stack([x[:6] for x in settling], dim=1)  # (6 particles, frames, 2)
 fig, ax = plt.subplots(figsize=(4, 4))
 density_and_score(mixture.log_prob, limits=(-3.5, 3.5), ax=ax)
 for path in paths:
     ax.plot(path[:, 0], path[:, 1], lw=1, alpha=0.8)
-    ax.plot(path[0, 0], path[0, 1], "wo", ms=4, mec="k")  # where the fourth level begins
+    ax.plot(
+        path[0, 0], path[0, 1], "wo", ms=4, mec="k"
+    )  # where the fourth level begins
     ax.plot(path[-1, 0], path[-1, 1], "k.", ms=6)  # where the last level ends
 ax.set_title(f"annealed Langevin: 6 paths, σ ≤ {sigmas[3]:.2f}", fontsize=9)
 glue("langevin_trajectories", fig)
@@ -323,17 +430,26 @@ glue("langevin_trajectories", fig)
 
 # %%
 class ScoreNet(torch.nn.Module):
-    """s_theta(x, sigma) for 2-D points: an MLP on (x, log sigma), its output divided by sigma."""
+    """s_theta(x, sigma) for 2-D points: an MLP on (x, log sigma), its output
+    divided by sigma."""
 
     def __init__(self, width: int = 128):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(3, width), torch.nn.SiLU(), torch.nn.Linear(width, width), torch.nn.SiLU(),
-            torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 2))
+            torch.nn.Linear(3, width),
+            torch.nn.SiLU(),
+            torch.nn.Linear(width, width),
+            torch.nn.SiLU(),
+            torch.nn.Linear(width, width),
+            torch.nn.SiLU(),
+            torch.nn.Linear(width, 2),
+        )
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         features = torch.cat([x, sigma.log().expand(len(x), 1)], dim=1)
-        return self.net(features) / sigma  # the score of a sigma-noised density scales as 1 / sigma
+        return (
+            self.net(features) / sigma
+        )  # the score of a sigma-noised density scales as 1 / sigma
 
 
 torch.manual_seed(seed)
@@ -345,25 +461,46 @@ started = time.perf_counter()
 for _ in range(sizes["dsm_steps"]):
     x = mixture.sample(512, generator=generator)
     level = torch.tensor(sigmas)[torch.randint(len(sigmas), (1,), generator=generator)]
-    loss = dsm_loss(lambda y, s=level: score_net(y, s.reshape(1, 1)), x, level.item()).mean()
+    loss = dsm_loss(
+        lambda y, s=level: score_net(y, s.reshape(1, 1)), x, level.item()
+    ).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     decay.step()
-print(f"{sizes['dsm_steps']} steps of denoising score matching in {time.perf_counter() - started:.0f} s")
+print(
+    f"{sizes['dsm_steps']} steps of denoising score matching in "
+    f"{time.perf_counter() - started:.0f} s"
+)
 
-grid = torch.stack(torch.meshgrid(torch.linspace(-3, 3, 60), torch.linspace(-3, 3, 60),
-                                  indexing="xy"), dim=-1).reshape(-1, 2).double()
+grid = (
+    torch.stack(
+        torch.meshgrid(
+            torch.linspace(-3, 3, 60), torch.linspace(-3, 3, 60), indexing="xy"
+        ),
+        dim=-1,
+    )
+    .reshape(-1, 2)
+    .double()
+)
 errors = []
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
 for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     noised = mixture.noised(level)
     with torch.no_grad():
         learned = score_net(grid, torch.tensor([[level]], dtype=torch.float64))
-    draws = noised.sample(20_000, generator=torch.Generator().manual_seed(11))  # where its mass is
+    draws = noised.sample(
+        20_000, generator=torch.Generator().manual_seed(11)
+    )  # where its mass is
     with torch.no_grad():
-        miss = score_net(draws, torch.tensor([[level]], dtype=torch.float64)) - noised.score(draws)
-    relative = (miss.pow(2).sum(1).mean() / noised.score(draws).pow(2).sum(1).mean()).sqrt().item()
+        miss = score_net(
+            draws, torch.tensor([[level]], dtype=torch.float64)
+        ) - noised.score(draws)
+    relative = (
+        (miss.pow(2).sum(1).mean() / noised.score(draws).pow(2).sum(1).mean())
+        .sqrt()
+        .item()
+    )
     errors.append(dict(sigma=level, relative=relative))
     density_and_score(noised.log_prob, limits=(-3, 3), ax=ax)
     step = 3
@@ -371,11 +508,23 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     with torch.no_grad():
         ls = score_net(sub, torch.tensor([[level]], dtype=torch.float64))
     es = noised.score(sub)
-    ax.quiver(sub[:, 0], sub[:, 1], es[:, 0], es[:, 1], color="k", alpha=0.5, angles="xy")
-    ax.quiver(sub[:, 0], sub[:, 1], ls[:, 0], ls[:, 1], color="tab:red", alpha=0.6, angles="xy")
+    ax.quiver(
+        sub[:, 0], sub[:, 1], es[:, 0], es[:, 1], color="k", alpha=0.5, angles="xy"
+    )
+    ax.quiver(
+        sub[:, 0],
+        sub[:, 1],
+        ls[:, 0],
+        ls[:, 1],
+        color="tab:red",
+        alpha=0.6,
+        angles="xy",
+    )
     ax.set_title(f"σ = {level:.2f}: exact (black), learned (red)", fontsize=8)
-    print(f"sigma {level:.3f}: relative root-mean-square error of the learned score under the "
-          f"noised mixture: {relative:.3f}")
+    print(
+        f"sigma {level:.3f}: relative root-mean-square error of the learned score "
+        f"under the noised mixture: {relative:.3f}"
+    )
 fig.tight_layout()
 glue("langevin_learned_score", fig)
 
@@ -384,21 +533,37 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     noised = mixture.noised(level)
     sub = grid.reshape(60, 60, 2)[::3, ::3].reshape(-1, 2)
     with torch.no_grad():
-        gap = score_net(sub, torch.tensor([[level]], dtype=torch.float64)) - noised.score(sub)
-    size = (gap.norm(dim=1) / noised.score(sub).norm(dim=1).clamp_min(1.0)).numpy()  # relative size
+        gap = score_net(
+            sub, torch.tensor([[level]], dtype=torch.float64)
+        ) - noised.score(sub)
+    size = (
+        gap.norm(dim=1) / noised.score(sub).norm(dim=1).clamp_min(1.0)
+    ).numpy()  # relative size
     density_and_score(noised.log_prob, limits=(-3, 3), ax=ax)
-    arrows = ax.quiver(sub[:, 0], sub[:, 1], gap[:, 0], gap[:, 1], size, cmap="Reds", angles="xy")
+    arrows = ax.quiver(
+        sub[:, 0], sub[:, 1], gap[:, 0], gap[:, 1], size, cmap="Reds", angles="xy"
+    )
     ax.set_title(f"σ = {level:.2f}: learned − exact", fontsize=8)
 fig.colorbar(arrows, ax=axes, shrink=0.8, label="‖learned − exact‖ / max(‖exact‖, 1)")
 glue("langevin_score_difference", fig)
 glue("langevin_dsm_error", f"{max(e['relative'] for e in errors):.2f}")
 
 learned_chain = annealed_langevin_sample(
-    lambda x, i: score_net(x, torch.tensor([[sigmas[i]]], dtype=torch.float64)).detach(),
-    poor_start, sigmas, epsilon, steps_per_level, generator=torch.Generator().manual_seed(9))
+    lambda x, i: score_net(
+        x, torch.tensor([[sigmas[i]]], dtype=torch.float64)
+    ).detach(),
+    poor_start,
+    sigmas,
+    epsilon,
+    steps_per_level,
+    generator=torch.Generator().manual_seed(9),
+)
 p_learned = stats.chisquare(mode_counts(learned_chain)).pvalue
-print(f"annealed Langevin on the learned scores: counts {mode_counts(learned_chain).tolist()}, "
-      f"chi-square p = {p_learned:.2g}")
+print(
+    "annealed Langevin on the learned scores: "
+    f"counts {mode_counts(learned_chain).tolist()}, "
+    f"chi-square p = {p_learned:.2g}"
+)
 glue("langevin_p_learned", f"{p_learned:.1g}")
 
 # %% [markdown]
@@ -412,20 +577,30 @@ glue("langevin_p_learned", f"{p_learned:.1g}")
 # size is set so that the score step is a fixed fraction $r$ of the noise step. The loop:
 
 # %%
-ddpm, schedule, ddpm_checkpoint = load_ddpm(Path("../checkpoints/ddpm.pt"), map_location=device)
-score = score_from_eps(ddpm, schedule)  # a v-predicting network reaches here as its epsilon-network
+ddpm, schedule, ddpm_checkpoint = load_ddpm(
+    Path("../checkpoints/ddpm.pt"), map_location=device
+)
+score = score_from_eps(
+    ddpm, schedule
+)  # a v-predicting network reaches here as its epsilon-network
 
 
 @torch.no_grad()
-def predictor_corrector(n: int, predictor_steps: int, r: float = 0.16, generator=None, keep=()):
-    """DDIM (eta = 1) predictor steps, each followed by one Langevin corrector step at the new level."""
+def predictor_corrector(
+    n: int, predictor_steps: int, r: float = 0.16, generator=None, keep=()
+):
+    """DDIM (eta = 1) predictor steps, each followed by one Langevin corrector step
+    at the new level."""
     x = torch.randn(n, 1, 28, 28, generator=generator, device=device)
     times, kept = ddim_timesteps(schedule.T, predictor_steps), []
     for current, following in zip(times, [*times[1:], 0], strict=True):
         t = torch.full((n,), current, device=device)
         eps = ddpm(x, t)
         x0 = predict_x0(schedule, x, t, eps).clamp(-1, 1)
-        ab_t, ab_s = schedule.alpha_bar[current].item(), schedule.alpha_bar[following].item()
+        ab_t, ab_s = (
+            schedule.alpha_bar[current].item(),
+            schedule.alpha_bar[following].item(),
+        )
         noise_sd = math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))  # eta = 1
         x = math.sqrt(ab_s) * x0 + math.sqrt(max(1 - ab_s - noise_sd**2, 0.0)) * eps
         if following == 0:
@@ -433,9 +608,14 @@ def predictor_corrector(n: int, predictor_steps: int, r: float = 0.16, generator
         x = x + noise_sd * torch.randn(x.shape, generator=generator, device=device)
         s = torch.full((n,), following, device=device)
         z = torch.randn(x.shape, generator=generator, device=device)
-        grad = score(x, s)  # the corrector: Langevin at level s, x <- x + e grad + sqrt(2e) z
-        e = 2 * (1 - schedule.beta[following].item()) * (
-            r * z.flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1)) ** 2
+        grad = score(
+            x, s
+        )  # the corrector: Langevin at level s, x <- x + e grad + sqrt(2e) z
+        e = (
+            2
+            * (1 - schedule.beta[following].item())
+            * (r * z.flatten(1).norm(dim=1) / grad.flatten(1).norm(dim=1)) ** 2
+        )
         x = x + e[:, None, None, None] * grad + (2 * e[:, None, None, None]).sqrt() * z
         if current in keep:
             kept.append(x.cpu())
@@ -443,48 +623,104 @@ def predictor_corrector(n: int, predictor_steps: int, r: float = 0.16, generator
 
 
 # %%
-classifier, _ = load_classifier(Path("../checkpoints/mnist-classifier.pt"), map_location=device)
+classifier, _ = load_classifier(
+    Path("../checkpoints/mnist-classifier.pt"), map_location=device
+)
 test_images = load_mnist(train=False).data[:, None]
-reference = FeatureStatistics(classifier.config.feature_dim).update(extract_features(classifier, test_images))
+reference = FeatureStatistics(classifier.config.feature_dim).update(
+    extract_features(classifier, test_images)
+)
 
 
 def fid(x: torch.Tensor) -> float:
     images = to_uint8(((x.clamp(-1, 1) + 1) / 2).cpu())
-    statistics = FeatureStatistics(classifier.config.feature_dim).update(extract_features(classifier, images))
-    return frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
+    statistics = FeatureStatistics(classifier.config.feature_dim).update(
+        extract_features(classifier, images)
+    )
+    return frechet_distance(
+        reference.mean, reference.covariance, statistics.mean, statistics.covariance
+    )
 
 
 def sample_in_chunks(sampler, n: int, chunk: int = 250) -> tuple[torch.Tensor, float]:
-    generator, parts, started = torch.Generator(device=device).manual_seed(seed), [], time.perf_counter()
+    generator, parts, started = (
+        torch.Generator(device=device).manual_seed(seed),
+        [],
+        time.perf_counter(),
+    )
     for begin in range(0, n, chunk):
         parts.append(sampler(min(chunk, n - begin), generator).cpu())
     return torch.cat(parts), time.perf_counter() - started
 
 
-calls = sizes["calls"]  # network calls per sample, the same for the first three samplers
+calls = sizes[
+    "calls"
+]  # network calls per sample, the same for the first three samplers
 samplers = {  # name -> (network calls per sample, sampler)
-    "DDIM, η = 0": (calls, lambda n, g: ddim_sample(ddpm, schedule, (n, 1, 28, 28), calls, 0.0, g, device)),
-    "DDIM, η = 1": (calls, lambda n, g: ddim_sample(ddpm, schedule, (n, 1, 28, 28), calls, 1.0, g, device)),
+    "DDIM, η = 0": (
+        calls,
+        lambda n, g: ddim_sample(ddpm, schedule, (n, 1, 28, 28), calls, 0.0, g, device),
+    ),
+    "DDIM, η = 1": (
+        calls,
+        lambda n, g: ddim_sample(ddpm, schedule, (n, 1, 28, 28), calls, 1.0, g, device),
+    ),
     f"predictor-corrector ({calls // 2} + {calls // 2})": (
-        calls, lambda n, g: predictor_corrector(n, calls // 2, generator=g)[0]),
-    "DPM-Solver++(2M)": (calls // 2, lambda n, g: dpm_solver_2m_sample(
-        ddpm, schedule, (n, 1, 28, 28), calls // 2, generator=g, device=device, clip_x0=True)),
+        calls,
+        lambda n, g: predictor_corrector(n, calls // 2, generator=g)[0],
+    ),
+    "DPM-Solver++(2M)": (
+        calls // 2,
+        lambda n, g: dpm_solver_2m_sample(
+            ddpm,
+            schedule,
+            (n, 1, 28, 28),
+            calls // 2,
+            generator=g,
+            device=device,
+            clip_x0=True,
+        ),
+    ),
 }
-floor = fid(load_mnist(train=True).data[: sizes["n_fid"], None].float().div(127.5).sub(1))
+floor = fid(
+    load_mnist(train=True).data[: sizes["n_fid"], None].float().div(127.5).sub(1)
+)
 rows = []
 for name, (calls, sampler) in samplers.items():
     images, seconds = sample_in_chunks(sampler, sizes["n_fid"])
-    rows.append(dict(sampler=name, calls=calls, fid=fid(images), seconds_per_1k=1000 * seconds / sizes["n_fid"]))
-    print(f"{name:>32}: {calls:3d} network calls, FID {rows[-1]['fid']:6.2f}, "
-          f"{rows[-1]['seconds_per_1k']:6.1f} s per 1,000 samples")
-print(f"{'real training images':>32}: FID {floor:6.2f} (the floor at N = {sizes['n_fid']:,})")
-table = "\n".join(["| sampler | network calls | FID | s per 1,000 |", "|---|---|---|---|"]
-                  + [f"| {r['sampler']} | {r['calls']} | {r['fid']:.2f} | {r['seconds_per_1k']:.1f} |"
-                     for r in rows]
-                  + [f"| real training images (floor) | | {floor:.2f} | |"])
+    rows.append(
+        dict(
+            sampler=name,
+            calls=calls,
+            fid=fid(images),
+            seconds_per_1k=1000 * seconds / sizes["n_fid"],
+        )
+    )
+    print(
+        f"{name:>32}: {calls:3d} network calls, FID {rows[-1]['fid']:6.2f}, "
+        f"{rows[-1]['seconds_per_1k']:6.1f} s per 1,000 samples"
+    )
+print(
+    f"{'real training images':>32}: FID {floor:6.2f} "
+    f"(the floor at N = {sizes['n_fid']:,})"
+)
+table = "\n".join(
+    ["| sampler | network calls | FID | s per 1,000 |", "|---|---|---|---|"]
+    + [
+        f"| {r['sampler']} | {r['calls']} | {r['fid']:.2f} "
+        f"| {r['seconds_per_1k']:.1f} |"
+        for r in rows
+    ]
+    + [f"| real training images (floor) | | {floor:.2f} | |"]
+)
 display(Markdown(table))
-to_html = MarkdownIt("commonmark").enable("table").render  # the chapter page pastes HTML, not Markdown
-glue("langevin_mnist_table", HTML(to_html(table).replace("<table>", '<table class="table">')))
+to_html = (
+    MarkdownIt("commonmark").enable("table").render
+)  # the chapter page pastes HTML, not Markdown
+glue(
+    "langevin_mnist_table",
+    HTML(to_html(table).replace("<table>", '<table class="table">')),
+)
 glue("langevin_mnist_n", f"{sizes['n_fid']:,}")
 glue("langevin_hardware", hardware(device))
 
@@ -495,10 +731,15 @@ glue("langevin_hardware", hardware(device))
 # %%
 times = ddim_timesteps(schedule.T, calls // 2)
 keep = times[:: max(1, len(times) // 8)][:8]
-final, kept = predictor_corrector(8, calls // 2, generator=torch.Generator(device=device).manual_seed(seed),
-                                  keep=keep)
+final, kept = predictor_corrector(
+    8, calls // 2, generator=torch.Generator(device=device).manual_seed(seed), keep=keep
+)
 evolution = torch.stack([*kept, final.cpu()], dim=1)  # (8 samples, steps, 1, 28, 28)
 fig, ax = plt.subplots(figsize=(7, 7))
-show_images(((evolution.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2), nrow=evolution.shape[1], ax=ax)
+show_images(
+    ((evolution.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2),
+    nrow=evolution.shape[1],
+    ax=ax,
+)
 ax.set_title("t = " + ", ".join(str(t) for t in keep) + ", then 0", fontsize=8)
 glue("langevin_mnist_evolution", fig)

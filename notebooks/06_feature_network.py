@@ -27,7 +27,8 @@
 # like; it is used in eval mode, and real and generated images reach it through the same uint8 path.
 
 # %% tags=["remove-cell"]
-# Setup: on Colab, fetch this book (package, checkpoints) and install it; elsewhere `make` did it.
+# Setup: on Colab, fetch this book (package, checkpoints) and install it;
+# elsewhere `make` did it.
 # Running it again does nothing new.
 import importlib.util
 import os
@@ -41,16 +42,18 @@ if "google.colab" in sys.modules:
         clone = ["git", "clone", "-q", "--depth", "1", REPOSITORY, BOOK]
         cloned = subprocess.run(clone, capture_output=True, text=True)
         if cloned.returncode != 0:
-            raise RuntimeError(f"could not clone {REPOSITORY} into {BOOK}: "
-                               f"{cloned.stderr.strip()} (check the runtime's network, or "
-                               f"move {BOOK} aside, then run this cell again)")
+            raise RuntimeError(
+                f"could not clone {REPOSITORY} into {BOOK}: "
+                f"{cloned.stderr.strip()} (check the runtime's network, or "
+                f"move {BOOK} aside, then run this cell again)"
+            )
     if importlib.util.find_spec("genmodels") is None:
         install = [sys.executable, "-m", "pip", "install", "-q", BOOK]
         subprocess.run(install, check=True)
     os.chdir(f"{BOOK}/notebooks")
 
 # %% tags=["parameters"]
-profile = None  # "smoke", "cpu", "gpu" or "auto"; None reads $GENMODELS_PROFILE (default "auto")
+profile = None  # "smoke", "cpu", "gpu" or "auto"; None: $GENMODELS_PROFILE, else "auto"
 seed = 0  # seeds Python, NumPy and torch
 
 # %%
@@ -86,7 +89,8 @@ sizes = {
     "gpu": dict(n_train=60_000, epochs=15, n_fid=10_000),
 }[profile]
 batch_size, learning_rate, target_accuracy = 128, 2e-3, 0.993
-# Where this run writes: a smoke run only proves the code runs, so it writes to a scratch folder.
+# Where this run writes: a smoke run only proves the code runs,
+# so it writes to a scratch folder.
 published = Path("../checkpoints") if profile != "smoke" else scratch_dir("classifier")
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
@@ -98,46 +102,63 @@ print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %%
 train_set, test_set = load_mnist(train=True), load_mnist(train=False)
-train_images, train_labels = train_set.data[: sizes["n_train"]], train_set.targets[: sizes["n_train"]]
+train_images, train_labels = (
+    train_set.data[: sizes["n_train"]],
+    train_set.targets[: sizes["n_train"]],
+)
 test_images, test_labels = test_set.data, test_set.targets
 
 
 def random_shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
-    """Translate each image (B, 1, 28, 28) by its own random offset of up to ``pixels``."""
+    """Translate each image (B, 1, 28, 28) by its own random offset of up to
+    ``pixels``."""
     theta = torch.zeros(len(x), 2, 3, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = (torch.rand(len(x), 2, device=x.device) * 2 - 1) * (2 * pixels / 28)
-    return F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), align_corners=False)
+    theta[:, :, 2] = (torch.rand(len(x), 2, device=x.device) * 2 - 1) * (
+        2 * pixels / 28
+    )
+    return F.grid_sample(
+        x, F.affine_grid(theta, x.shape, align_corners=False), align_corners=False
+    )
 
 
 classifier = MNISTClassifier(ClassifierConfig()).to(device)
 optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate)
 steps_per_epoch = math.ceil(len(train_images) / batch_size)
-schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate,
-                                               total_steps=sizes["epochs"] * steps_per_epoch)
+schedule = torch.optim.lr_scheduler.OneCycleLR(
+    optimizer, max_lr=learning_rate, total_steps=sizes["epochs"] * steps_per_epoch
+)
 history = []
 started = time.perf_counter()
 for epoch in progress(range(sizes["epochs"]), desc="classifier"):
     classifier.train()
     for batch in torch.randperm(len(train_images)).split(batch_size):
         x = random_shift(MNISTClassifier.prepare(train_images[batch]).to(device))
-        loss = F.cross_entropy(classifier.head(classifier.body(x)), train_labels[batch].to(device))
+        loss = F.cross_entropy(
+            classifier.head(classifier.body(x)), train_labels[batch].to(device)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     classifier.eval()
     with torch.no_grad():
-        predictions = torch.cat([classifier(b).argmax(1).cpu() for b in test_images.split(1000)])
+        predictions = torch.cat(
+            [classifier(b).argmax(1).cpu() for b in test_images.split(1000)]
+        )
     accuracy = (predictions == test_labels).float().mean().item()
     history.append(dict(epoch=epoch + 1, loss=loss.item(), test_accuracy=accuracy))
 train_seconds = time.perf_counter() - started
 accuracy = history[-1]["test_accuracy"]
 errors = (predictions != test_labels).nonzero().flatten()
-print(f"test accuracy {accuracy:.2%} ({len(errors)} of {len(test_labels):,} wrong) after "
-      f"{len(history)} epochs, {train_seconds / 60:.1f} minutes on {hardware(device)}")
+print(
+    f"test accuracy {accuracy:.2%} ({len(errors)} of {len(test_labels):,} wrong) after "
+    f"{len(history)} epochs, {train_seconds / 60:.1f} minutes on {hardware(device)}"
+)
 if profile != "smoke":
-    assert accuracy >= target_accuracy, f"the feature network must reach {target_accuracy:.1%}"
+    assert accuracy >= target_accuracy, (
+        f"the feature network must reach {target_accuracy:.1%}"
+    )
 
 # %% [markdown]
 # The digits it gets wrong, with its guess and the label. Many are ambiguous even to a person.
@@ -165,7 +186,9 @@ reference = feature_statistics(classifier, test_images[:n])
 
 def fid_to_reference(images: torch.Tensor) -> float:
     statistics = feature_statistics(classifier, images)
-    return frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
+    return frechet_distance(
+        reference.mean, reference.covariance, statistics.mean, statistics.covariance
+    )
 
 
 floor = fid_to_reference(train_images[:n])
@@ -176,10 +199,16 @@ clean = test_images[:n].float().div(255)[:, None]
 generator = torch.Generator().manual_seed(seed)
 noise_levels = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]
 blur_sigmas = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
-fid_noise = [fid_to_reference((clean + s * torch.randn(clean.shape, generator=generator)).clamp(0, 1))
-             for s in noise_levels]
-fid_blur = [fid_to_reference(clean if s == 0 else gaussian_blur(clean, kernel_size=9, sigma=s))
-            for s in blur_sigmas]
+fid_noise = [
+    fid_to_reference(
+        (clean + s * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+    )
+    for s in noise_levels
+]
+fid_blur = [
+    fid_to_reference(clean if s == 0 else gaussian_blur(clean, kernel_size=9, sigma=s))
+    for s in blur_sigmas
+]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot(noise_levels, fid_noise, "o-")
 axes[0].set_xlabel("standard deviation of added pixel noise")
@@ -197,9 +226,26 @@ assert all(a < b for a, b in zip(fid_blur, fid_blur[1:], strict=False))
 # ## Publishing the feature network
 
 # %%
-record = dict(profile=profile, hardware=hardware(device), train_seconds=round(train_seconds, 1),
-              epochs=len(history), test_accuracy=accuracy, real_data_floor_fid=floor, floor_n=n,
-              history=history)
-summary = publish_checkpoint(published / "mnist-classifier.pt", classifier.cpu(), config=classifier.config,
-                             record=record, step=len(history) * steps_per_epoch)
-print({k: summary[k] for k in ("file", "sha256", "params", "test_accuracy", "train_seconds")})
+record = dict(
+    profile=profile,
+    hardware=hardware(device),
+    train_seconds=round(train_seconds, 1),
+    epochs=len(history),
+    test_accuracy=accuracy,
+    real_data_floor_fid=floor,
+    floor_n=n,
+    history=history,
+)
+summary = publish_checkpoint(
+    published / "mnist-classifier.pt",
+    classifier.cpu(),
+    config=classifier.config,
+    record=record,
+    step=len(history) * steps_per_epoch,
+)
+print(
+    {
+        k: summary[k]
+        for k in ("file", "sha256", "params", "test_accuracy", "train_seconds")
+    }
+)

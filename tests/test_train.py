@@ -485,34 +485,3 @@ def test_decay_to_zero_matches_torchs_constant_then_linear_schedule():
     with pytest.raises(ValueError, match="fraction of the run"):
         train.decay_to_zero(0.5, last=0.0)
 
-
-def test_what_is_added_to_a_run_is_saved_and_resumed_on_the_runs_clock(tmp_path, monkeypatch):
-    """A learning rate read from the run's clock resumes where it was, and adding late is refused."""
-    now = [0.0]
-    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
-
-    def run(stop_at=None):
-        model = nn.Linear(1, 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        state = TrainingRun(tmp_path / "run.pt", run={}, model=model, optimizer=optimizer)
-        rate = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: train.decay_to_zero(state.seconds / 10.0, last=0.5))
-        state.add(rate=rate)
-        seen = []
-        for step in state.steps(10):
-            if step == stop_at:
-                raise KeyboardInterrupt
-            now[0] += 1.0  # one second per step
-            seen.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            rate.step()
-        with pytest.raises(RuntimeError, match="after the run started"):
-            state.add(other=rate)
-        return seen, rate.last_epoch
-
-    with pytest.raises(KeyboardInterrupt):
-        run(stop_at=7)
-    seen, last_epoch = run()  # resumed after step 7: the clock and the step count come back
-    assert last_epoch == 10
-    assert seen == pytest.approx([1.0 - 2 * (7 / 10 - 0.5), 1.0 - 2 * (8 / 10 - 0.5),
-                                  1.0 - 2 * (9 / 10 - 0.5)])

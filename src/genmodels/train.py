@@ -782,13 +782,6 @@ class TrainingRun:
         self.due, self.budget_spent, self.current = False, False, 0
         self._seconds, self._clock = 0.0, None
 
-    def add(self, **others: Any) -> None:
-        """Save and resume these too: for what is made from the run itself, such as a learning
-        rate that follows the run's clock (:attr:`seconds`). Call it before :meth:`steps`."""
-        if self._clock is not None or self.step:
-            raise RuntimeError("add() after the run started: what it adds would miss the saved state")
-        self.others.update(others)
-
     @property
     def seconds(self) -> float:
         """Training time so far, across resumed sessions (wall time inside :meth:`steps`)."""

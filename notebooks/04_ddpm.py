@@ -53,9 +53,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = None  # "smoke", "cpu", "gpu" or "auto"; None: $GENMODELS_PROFILE, else "auto"
 seed = 0  # seeds Python, NumPy and torch
-train_from_scratch = (
-    True  # False: load the published epsilon-network instead of training
-)
+train_from_scratch = True  # False: load the published epsilon-network instead
 
 # %%
 import json
@@ -148,15 +146,13 @@ sizes = {  # what each compute profile affords; `batch` is the sampling chunk
     ),
 }[profile]
 batch_size = 128
-checkpoints = Path(
-    "../checkpoints"
-)  # the published weights, and the classifier FID is measured with
+# the published weights, and the classifier FID is measured with
+checkpoints = Path("../checkpoints")
 # Where this run writes: a smoke run only proves the code runs,
 # so it writes to a scratch folder.
 published = checkpoints if profile != "smoke" else scratch_dir("ddpm")
-runs = (
-    Path("../runs") if profile != "smoke" else scratch_dir("ddpm-runs")
-)  # resumable state
+# resumable state
+runs = Path("../runs") if profile != "smoke" else scratch_dir("ddpm-runs")
 linear = NoiseSchedule(T=1000, kind="linear")  # beta from 1e-4 to 0.02, as Ho et al.
 T = linear.T
 print(f"profile {profile} on {hardware(device)}: {sizes}")
@@ -187,7 +183,8 @@ for ax in axes:
 fig.tight_layout()
 glue("ddpm_schedules", fig)
 print(
-    f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), {cosine.alpha_bar[T].item():.2e} (cosine)"
+    f"alpha_bar_T = {linear.alpha_bar[T].item():.2e} (linear), "
+    f"{cosine.alpha_bar[T].item():.2e} (cosine)"
 )
 
 # %% [markdown]
@@ -198,26 +195,28 @@ print(
 
 # %%
 test_set = load_mnist(train=False)
-digit = (
-    test_set.data[0].float().div(255).mul(2).sub(1).reshape(1, 784)
-)  # x_0 in [-1, 1]
+# x_0 in [-1, 1]
+digit = test_set.data[0].float().div(255).mul(2).sub(1).reshape(1, 784)
 generator = torch.Generator().manual_seed(seed)
 chain = digit.expand(4000, 784).clone()
 for step in range(1, 501):
-    chain = (1 - linear.beta[step]).sqrt() * chain + linear.beta[
-        step
-    ].sqrt() * torch.randn(chain.shape, generator=generator)
+    chain = (
+        (1 - linear.beta[step]).sqrt() * chain
+        + linear.beta[step].sqrt() * torch.randn(chain.shape, generator=generator)
+    )
     if step in (50, 200, 500):
         ab = linear.alpha_bar[step]
         mean_error = (chain.mean(0) - ab.sqrt() * digit[0]).abs().max().item()
         var_error = (chain.var(0) - (1 - ab)).abs().max().item()
         print(
-            f"t = {step:3d}: iterated chain vs closed form, largest pixel error: mean {mean_error:.3f}, "
-            f"variance {var_error:.3f} (Monte Carlo error ~ {3 / math.sqrt(4000):.3f})"
+            f"t = {step:3d}: iterated chain vs closed form, largest pixel error: "
+            f"mean {mean_error:.3f}, variance {var_error:.3f} "
+            f"(Monte Carlo error ~ {3 / math.sqrt(4000):.3f})"
         )
         assert mean_error < 0.08 and var_error < 0.12
 print(
-    f"L_T = KL(q(x_T | x_0) || N(0, I)) for this digit: {prior_term(linear, digit).item():.2e} nats (linear), "
+    f"L_T = KL(q(x_T | x_0) || N(0, I)) for this digit: "
+    f"{prior_term(linear, digit).item():.2e} nats (linear), "
     f"{prior_term(cosine, digit).item():.2e} nats (cosine)"
 )
 
@@ -248,10 +247,14 @@ glue("ddpm_forward_digit", fig)
 # %%
 eps_demo = torch.randn(1, 784, generator=generator)
 versions = {  # name: x_t as a function of the step t
-    r"$\sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ (the forward process)": lambda step: (
-        q_sample(linear, digit, torch.tensor([step]), eps_demo)
-    ),
-    r"$\sqrt{\alpha_t} x_0 + \sqrt{1 - \alpha_t}\,\epsilon$ (the lecture's alpha_t)": lambda step: (
+    (
+        r"$\sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$"
+        " (the forward process)"
+    ): lambda step: q_sample(linear, digit, torch.tensor([step]), eps_demo),
+    (
+        r"$\sqrt{\alpha_t} x_0 + \sqrt{1 - \alpha_t}\,\epsilon$"
+        " (the lecture's alpha_t)"
+    ): lambda step: (
         (1 - linear.beta[step]).sqrt() * digit + linear.beta[step].sqrt() * eps_demo
     ),
     r"$x_0 + \epsilon$ (the lecture's step 3)": lambda step: digit + eps_demo,
@@ -262,43 +265,30 @@ for row, (name, noised) in enumerate(versions.items()):
     for ax, step in zip(axes[row], steps_shown, strict=True):
         xt = noised(step)
         corr = torch.corrcoef(torch.cat([xt, digit]))[0, 1].item()
-        image = (xt - xt.min()) / (
-            xt.max() - xt.min()
-        )  # rescaled to show the pattern, whatever its range
+        # rescaled to show the pattern, whatever its range
+        image = (xt - xt.min()) / (xt.max() - xt.min())
         show_images(
             image.reshape(1, 28, 28),
             nrow=1,
             ax=ax,
             title=f"t = {step}: corr {corr:.2f}",
         )
-    axes[row, 0].text(
-        -0.1,
-        0.5,
-        name,
-        transform=axes[row, 0].transAxes,
-        rotation=90,
-        ha="right",
-        va="center",
-        fontsize=8,
-    )
+    axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90,
+                      ha="right", va="center", fontsize=8)
     print(
-        f"{name}: correlation of x_T with x_0 {torch.corrcoef(torch.cat([noised(T), digit]))[0, 1]:.3f}"
+        f"{name}: correlation of x_T with x_0 "
+        f"{torch.corrcoef(torch.cat([noised(T), digit]))[0, 1]:.3f}"
     )
 fig.tight_layout()
 glue("ddpm_alpha_bar_erratum", fig)
-lecture_corr = torch.corrcoef(torch.cat([versions[list(versions)[1]](T), digit]))[
-    0, 1
-].item()
+lecture_corr = torch.corrcoef(
+    torch.cat([versions[list(versions)[1]](T), digit])
+)[0, 1].item()
 glue("ddpm_lecture_corr_T", f"{lecture_corr:.2f}")
-assert (
-    lecture_corr
-    > 0.9
-    > 0.1
-    > abs(
-        torch.corrcoef(
-            torch.cat([q_sample(linear, digit, torch.tensor([T]), eps_demo), digit])
-        )[0, 1]
-    )
+assert lecture_corr > 0.9 > 0.1 > abs(
+    torch.corrcoef(
+        torch.cat([q_sample(linear, digit, torch.tensor([T]), eps_demo), digit])
+    )[0, 1]
 )
 
 # %% [markdown]
@@ -334,11 +324,11 @@ print(f"{'data':>24}: mean {m.tolist()}, covariance {S.flatten().tolist()}")
 for name, x in checks.items():
     mean, cov = x.mean(0), torch.cov(x.T)
     print(
-        f"{name:>24}: mean {np.round(mean.tolist(), 3)}, covariance {np.round(cov.flatten().tolist(), 3)}"
+        f"{name:>24}: mean {np.round(mean.tolist(), 3)}, "
+        f"covariance {np.round(cov.flatten().tolist(), 3)}"
     )
-    if (
-        name != "DDIM, 10 steps"
-    ):  # Monte Carlo error of a variance from 4,000 draws: about 0.02
+    # Monte Carlo error of a variance from 4,000 draws: about 0.02
+    if name != "DDIM, 10 steps":
         assert (mean - m).abs().max() < 0.08 and (cov - S).abs().max() < 0.1
 
 x0 = m + torch.randn(2000, 2, generator=g) @ torch.linalg.cholesky(S).T
@@ -411,12 +401,14 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 recipes = json.loads(Path("../results/benchmarks.json").read_text())["ddpm_recipes"]
 print(
     f"Recipes at {recipes['steps']:,} training steps each on {recipes['hardware']} "
-    f"(FID at N = {recipes['n_fid']:,}, {recipes['sampler']}; floor {recipes['fid_floor']:.2f}):"
+    f"(FID at N = {recipes['n_fid']:,}, {recipes['sampler']}; "
+    f"floor {recipes['fid_floor']:.2f}):"
 )
 for name, result in recipes["recipes"].items():
     final = result["curve"][-1]
     print(
-        f"  {name:>38}: FID {final['fid']:6.2f} after {final['train_minutes']:.1f} training minutes"
+        f"  {name:>38}: FID {final['fid']:6.2f} "
+        f"after {final['train_minutes']:.1f} training minutes"
     )
 
 # %%
@@ -433,17 +425,18 @@ config = UNetConfig(
     channels=sizes["channels"], blocks_per_level=sizes["blocks_per_level"]
 )
 schedule = NoiseSchedule(T=1000, kind="cosine")  # Nichol & Dhariwal (2021)
-prediction = (
-    "v"  # the network predicts v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
-)
+# the network predicts v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
+prediction = "v"
 
 
 def bf16():
-    """Autocast: the network's convolutions and matrix products in bfloat16, the rest in float32."""
+    """Autocast: the network's convolutions and matrix products in bfloat16, the rest
+    in float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-# The classifier FID is measured with (see the evaluation chapter), and the test set's statistics.
+# The classifier FID is measured with (see the evaluation chapter), and the test
+# set's statistics.
 classifier, _ = load_classifier(
     checkpoints / "mnist-classifier.pt", map_location=device
 )
@@ -453,7 +446,8 @@ reference = FeatureStatistics(classifier.config.feature_dim).update(
 
 
 def fid(images: torch.Tensor) -> float:
-    """FID of uint8 images (B, 1, 28, 28) against the 10,000 test images, in classifier features."""
+    """FID of uint8 images (B, 1, 28, 28) against the 10,000 test images, in
+    classifier features."""
     statistics = FeatureStatistics(classifier.config.feature_dim).update(
         extract_features(classifier, images.to(device))
     )
@@ -463,15 +457,17 @@ def fid(images: torch.Tensor) -> float:
 
 
 def to_images(x: torch.Tensor) -> torch.Tensor:
-    """Samples in [-1, 1] (B, 1, 28, 28) -> uint8 images (B, 1, 28, 28), the data's own 256 levels."""
+    """Samples in [-1, 1] (B, 1, 28, 28) -> uint8 images (B, 1, 28, 28), the data's
+    own 256 levels."""
     return to_uint8(((x.float().cpu() + 1) / 2).clamp(0, 1))
 
 
 def draw(
     model, sampler: str, calls: int, eta: float | None, n: int, seed: int
 ) -> tuple[torch.Tensor, float]:
-    """n uint8 samples and the seconds they took, from Algorithm 2 (``"ancestral"``, T network calls),
-    DDIM or DPM-Solver++(2M) (``"dpm"``) with ``calls`` network calls."""
+    """n uint8 samples and the seconds they took, from Algorithm 2 (``"ancestral"``,
+    T network calls), DDIM or DPM-Solver++(2M) (``"dpm"``) with ``calls`` network
+    calls."""
     g = torch.Generator(device=device).manual_seed(seed)
     chunks, started = [], time.perf_counter()
     for b in range(0, n, sizes["batch"]):
@@ -482,25 +478,11 @@ def draw(
                     model, schedule, shape, generator=g, device=device
                 )[0]
             elif sampler == "ddim":
-                x = ddim_sample(
-                    model,
-                    schedule,
-                    shape,
-                    steps=calls,
-                    eta=eta,
-                    generator=g,
-                    device=device,
-                )
+                x = ddim_sample(model, schedule, shape, steps=calls, eta=eta,
+                                generator=g, device=device)
             else:
-                x = dpm_solver_2m_sample(
-                    model,
-                    schedule,
-                    shape,
-                    steps=calls,
-                    generator=g,
-                    device=device,
-                    clip_x0=True,
-                )
+                x = dpm_solver_2m_sample(model, schedule, shape, steps=calls,
+                                         generator=g, device=device, clip_x0=True)
         chunks.append(to_images(x))
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -508,37 +490,26 @@ def draw(
 
 
 n_fid = sizes["n_fid"]
-floor = fid(
-    load_mnist(train=True).data[:n_fid, None]
-)  # real images at the same N: the best possible
+# real images at the same N: the best possible
+floor = fid(load_mnist(train=True).data[:n_fid, None])
 
 
 def train_ddpm(config: UNetConfig, name: str):
-    """Algorithm 1 (v-prediction, cosine schedule) with Adam and an EMA of the weights; return the
-    EMA network, the history and the training seconds (the FID checks not counted)."""
+    """Algorithm 1 (v-prediction, cosine schedule), Adam and an EMA of the weights."""
     model, ema, optimizer, warmup = training_parts(config)
-    state = TrainingRun(
-        runs / f"{name}-last.pt",
-        run=settings(config),
-        model=model,
-        optimizer=optimizer,
-        config=config,
-        ema=ema,
-        warmup=warmup,
-    )
-    for epoch in state.steps(
-        sizes["epochs"], minutes=sizes["train_minutes"], desc=name
-    ):
+    state = TrainingRun(runs / f"{name}-last.pt", run=settings(config), model=model,
+                        optimizer=optimizer, config=config, ema=ema, warmup=warmup)
+    for epoch in state.steps(sizes["epochs"], minutes=sizes["train_minutes"],
+                             desc=name):
         model.train()
         total = torch.zeros((), device=device)
         for batch in torch.randperm(len(train_x), device=device).split(batch_size):
             x0 = train_x[batch]  # x_0 ~ q(x_0)
             t = schedule.sample_t(len(x0), device=device)  # t ~ Uniform({1, ..., T})
             eps = torch.randn_like(x0)  # eps ~ N(0, I)
-            with bf16():  # ||v - v_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2
-                loss = loss_simple(
-                    model, schedule, x0, t, eps, prediction=prediction
-                ).mean()
+            with bf16():  # ||v - v_theta(x_t, t)||^2 at x_t = q_sample(x_0, t, eps)
+                loss = loss_simple(model, schedule, x0, t, eps,
+                                   prediction=prediction).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # take a gradient descent step on it
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -592,9 +563,8 @@ def settings(config: UNetConfig) -> dict:
 
 def log_epoch(state: TrainingRun, epoch: int, ema, loss: float):
     state.log.append(dict(epoch=epoch + 1, loss=loss, seconds=state.seconds))
-    if (epoch + 1) % sizes[
-        "fid_every"
-    ] == 0:  # time to quality: the averaged network, as published
+    # time to quality: the averaged network, as published
+    if (epoch + 1) % sizes["fid_every"] == 0:
         with state.paused():  # scoring is not training time
             images, _ = draw(
                 EpsilonFromV(ema.module.eval(), schedule), "dpm", 20, None, n_fid, seed
@@ -606,9 +576,8 @@ def log_epoch(state: TrainingRun, epoch: int, ema, loss: float):
 published_path = published / "ddpm.pt"
 if train_from_scratch:
     network, history, train_seconds = train_ddpm(config, f"ddpm-{profile}")
-    model = EpsilonFromV(
-        network, schedule
-    )  # every sampler below takes an epsilon-network
+    # every sampler below takes an epsilon-network
+    model = EpsilonFromV(network, schedule)
 else:
     model, schedule, checkpoint = load_ddpm(
         checkpoints / "ddpm.pt", map_location=device
@@ -619,7 +588,8 @@ else:
     )
 params = sum(p.numel() for p in model.parameters())
 print(
-    f"{len(history)} epochs ({len(history) * math.ceil(len(train_x) / batch_size):,} steps) in "
+    f"{len(history)} epochs "
+    f"({len(history) * math.ceil(len(train_x) / batch_size):,} steps) in "
     f"{train_seconds / 60:.1f} minutes on {hardware(device)}; {params:,} parameters; "
     f"final training loss {history[-1]['loss']:.4f}"
 )
@@ -645,9 +615,9 @@ with torch.no_grad(), bf16():
             schedule,
             probe,
             torch.full((len(probe),), s, device=device),
-            torch.randn(probe.shape, generator=torch.Generator().manual_seed(s)).to(
-                device
-            ),
+            torch.randn(
+                probe.shape, generator=torch.Generator().manual_seed(s)
+            ).to(device),
         )
         .mean()
         .item()
@@ -674,7 +644,8 @@ axes[2].set_ylabel(r"$\|\epsilon - \epsilon_\theta(x_t, t)\|^2$ per pixel, test 
 fig.tight_layout()
 for h in scored:
     print(
-        f"after {h['seconds'] / 60:5.1f} training minutes (epoch {h['epoch']:2d}): FID {h['fid_dpm20']:.2f}"
+        f"after {h['seconds'] / 60:5.1f} training minutes (epoch {h['epoch']:2d}): "
+        f"FID {h['fid_dpm20']:.2f}"
     )
 glue("ddpm_training", fig)
 glue("ddpm_train_minutes", f"{train_seconds / 60:.0f}")
@@ -812,7 +783,8 @@ for key in fid_samplers:
         )
     )
     print(
-        f"{label[key]:>30}: FID {speed[-1]['fid']:7.3f}   {speed[-1]['seconds_per_1k']:7.2f} s per 1,000 samples"
+        f"{label[key]:>30}: FID {speed[-1]['fid']:7.3f}   "
+        f"{speed[-1]['seconds_per_1k']:7.2f} s per 1,000 samples"
     )
 print(f"{'real training images':>30}: FID {floor:7.3f}   (the floor at N = {n_fid:,})")
 
@@ -850,7 +822,8 @@ glue(
 for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10, None)):
     r = by_key[key]
     print(
-        f"{r['sampler']:>30}: FID {r['fid'] / ancestral['fid']:.2f} x that of Algorithm 2, "
+        f"{r['sampler']:>30}: "
+        f"FID {r['fid'] / ancestral['fid']:.2f} x that of Algorithm 2, "
         f"in {ancestral['seconds_per_1k'] / r['seconds_per_1k']:.0f} x less time"
     )
 
@@ -892,16 +865,16 @@ for name, s in (("linear (Ho et al.)", linear), ("cosine", cosine)):
         s.alpha_bar[1:].double(),
     )
     elbo_weight[name] = (beta / (2 * alpha * (1 - alpha_bar))).numpy()
-    ax.loglog(
-        ts[1:], elbo_weight[name][1:], label=name
-    )  # t >= 2: L_0 is the decoder's term
+    # t >= 2: L_0 is the decoder's term
+    ax.loglog(ts[1:], elbo_weight[name][1:], label=name)
 ax.set_xlabel("t")
 ax.set_ylabel(r"$\beta_t / (2 \alpha_t (1 - \bar\alpha_t))$")
 ax.legend()
 w = elbo_weight["linear (Ho et al.)"]
 low = int(np.argmin(w[99:])) + 100  # the smallest weight from t = 100 on, and where
 print(
-    f"linear schedule: weight {w[1]:.3f} at t = 2, {w[9]:.3f} at t = 10, {w[99]:.4f} at t = 100; "
+    f"linear schedule: weight {w[1]:.3f} at t = 2, {w[9]:.3f} at t = 10, "
+    f"{w[99]:.4f} at t = 100; "
     f"smallest {w[low - 1]:.4f} at t = {low}, {w[-1]:.4f} at t = {T}"
 )
 glue("ddpm_elbo_weights", fig)
@@ -915,7 +888,8 @@ glue("ddpm_weight_T", f"{w[-1]:.3f}")
 
 # %%
 def nll_bits_per_dim(x0: torch.Tensor, variance: str) -> torch.Tensor:
-    """The variational bound L_T + sum_t L_{t-1} + L_0 per image, in bits per dimension: (B,)."""
+    """The variational bound L_T + sum_t L_{t-1} + L_0 per image, in bits per
+    dimension: (B,)."""
     total = prior_term(schedule, x0)
     with torch.no_grad():
         for step in range(1, T + 1):
@@ -935,7 +909,8 @@ for variance in ("beta_tilde", "beta"):
     ).cpu()
     nll[variance] = (bits.mean().item(), bits.std().item() / math.sqrt(len(bits)))
     print(
-        f"sigma_t^2 = {variance:>10}: NLL <= {nll[variance][0]:.3f} ± {nll[variance][1]:.3f} bits/dim "
+        f"sigma_t^2 = {variance:>10}: "
+        f"NLL <= {nll[variance][0]:.3f} ± {nll[variance][1]:.3f} bits/dim "
         f"({len(bits)} test images)"
     )
 glue("ddpm_nll_n", f"{len(nll_x)}")
@@ -1007,5 +982,6 @@ if train_from_scratch:
     )
     (runs / f"ddpm-{profile}-last.pt").unlink(missing_ok=True)
     print(
-        f"published {summary['file']}: sha256 {summary['sha256'][:16]}..., {summary['params']:,} parameters"
+        f"published {summary['file']}: sha256 {summary['sha256'][:16]}..., "
+        f"{summary['params']:,} parameters"
     )

@@ -5,11 +5,15 @@ and in Colab, and the executed copies carry no clutter (object reprs, leftovers 
 from __future__ import annotations
 
 import ast
+import base64
+import io
 import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -97,3 +101,80 @@ def test_the_executed_copy_carries_no_clutter(path):
             found = CLUTTER.search(text)
             assert not found, (f"{path.stem}: an executed cell prints {found.group(0)!r}: end the cell "
                                "with a statement that returns nothing, or assign the value")
+
+
+# Image grids drawn by genmodels.plotting.show_images separate their cells with padding of one grey
+# (torchvision's pad value 0.3, drawn with the reversed grey map: 179 of 255).
+GRID_GREY = 179
+# The width of the book's text column in CSS pixels at a desktop window (measured in Chromium), and
+# the smallest width a digit may be shown at in it: MNIST's 28 pixels, scaled by no less than 0.7.
+BOOK_COLUMN, MIN_CELL_PIXELS = 740, 20
+
+
+def grid_pitch(image: np.ndarray) -> float | None:
+    """The spacing in pixels of an image grid's cells in a greyscale figure, or None without one:
+    the padding forms long lines of its grey, equally spaced, and square cells space them alike
+    across and down."""
+    grey = np.abs(image.astype(int) - GRID_GREY) <= 1
+    pitches = []
+    for axis in (0, 1):
+        counts = grey.sum(axis=axis)
+        lines = np.flatnonzero(counts >= max(20, counts.max() / 2))
+        if len(lines) == 0:
+            return None
+        centres = [run.mean() for run in np.split(lines, np.flatnonzero(np.diff(lines) > 1) + 1)]
+        gaps = np.diff(centres)
+        gaps = gaps[gaps > 3]
+        if len(gaps) < 2:
+            return None
+        pitches.append(float(np.median(gaps)))
+    return min(pitches) if abs(pitches[0] - pitches[1]) <= 0.05 * max(pitches) else None
+
+
+def png_outputs(path: Path):
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                data = base64.b64decode(output["data"]["image/png"])
+                yield index, np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def test_grid_pitch_finds_the_cells_of_an_image_grid_and_nothing_in_a_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from genmodels.plotting import show_images
+
+    fig, ax = plt.subplots(figsize=(4.8, 2.4))
+    show_images(torch.rand(32, 1, 28, 28), nrow=8, ax=ax)
+    fig.subplots_adjust(0, 0, 1, 1)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    image = np.asarray(Image.open(buffer).convert("L"))
+    # 8 cells of 28 + 2 pixels of padding (and 2 more at the edge) fill 480 pixels of figure width
+    assert grid_pitch(image) == pytest.approx(480 * 30 / (8 * 30 + 2), rel=0.03)
+    fig, ax = plt.subplots(figsize=(4.8, 2.4))
+    ax.plot(np.arange(10), np.arange(10) ** 2, color="0.7")
+    ax.grid(True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    assert grid_pitch(np.asarray(Image.open(buffer).convert("L"))) is None
+    plt.close("all")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_published_image_grid_shows_digits_large_enough_to_read(path):
+    executed = ROOT / "book" / "notebooks" / path.name
+    for index, image in png_outputs(executed):
+        pitch = grid_pitch(image)
+        if pitch is None:
+            continue
+        shown = pitch * min(1.0, BOOK_COLUMN / image.shape[1])  # a wide figure is scaled down
+        assert shown >= MIN_CELL_PIXELS, (
+            f"{path.stem}, cell {index}: its image grid's cells are {shown:.0f} pixels wide in the "
+            f"book's {BOOK_COLUMN}-pixel column (at least {MIN_CELL_PIXELS}); give the figure fewer "
+            "columns of images or more height, not more width"
+        )

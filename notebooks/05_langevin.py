@@ -70,10 +70,13 @@ from scipy import linalg, stats
 
 from genmodels.data import GaussianMixture, eight_gaussians, load_mnist
 from genmodels.diffusion import (
+    NoiseSchedule,
     ddim_sample,
     ddim_timesteps,
+    diffused_mixture,
     dpm_solver_2m_sample,
     load_ddpm,
+    mixture_reverse_conditional,
     predict_x0,
 )
 from genmodels.features import extract_features, load_classifier
@@ -743,3 +746,100 @@ show_images(
 )
 ax.set_title("t = " + ", ".join(str(t) for t in keep) + ", then 0", fontsize=8)
 glue("langevin_mnist_evolution", fig)
+
+# %% [markdown]
+# ## 7. In one dimension: the densities a DDPM passes through, and why its steps may be Gaussian
+#
+# With data from a Gaussian mixture every density of the forward process is known exactly
+# (`diffused_mixture`): noise keeps each component Gaussian, moves it towards 0 and widens it,
+# until at $t = T$ only $\mathcal{N}(0, 1)$ is left. Left, that marginal $q_t(x)$ for Ho et al.'s
+# linear schedule, with five forward paths drawn step by step. The reverse conditionals are
+# exact too (`mixture_reverse_conditional`, Bayes' rule with a mixture prior). Over one step,
+# $q(x_{t-1} \mid x_t)$ (middle) is a single narrow bump, almost exactly the Gaussian with its
+# mean and variance (dashed): that is why a reverse process made of Gaussian steps can be
+# right. Over all $t$ steps at once, $q(x_0 \mid x_t)$ (right) has one peak per mode of the data,
+# which no Gaussian fits: a one-step sampler from noise to data cannot be Gaussian.
+
+# %%
+toy = GaussianMixture(
+    torch.tensor([[-1.0], [0.5]]),
+    torch.tensor([[[0.2**2]], [[0.3**2]]]),
+    torch.tensor([0.3, 0.7]),
+)
+linear = NoiseSchedule(T=1000, kind="linear")
+xs = torch.linspace(-3, 3, 601, dtype=torch.float64)
+marginals = torch.stack(  # q_t(x) on the grid xs, for t = 0, ..., T: (601, T + 1)
+    [diffused_mixture(linear, t, toy).log_prob(xs[:, None]).exp() for t in range(1001)],
+    dim=1,
+)
+generator = torch.Generator().manual_seed(seed)
+paths = [toy.sample(5, generator=generator)[:, 0]]
+for t in range(1, 1001):  # x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps
+    beta = linear.beta[t].double()
+    noise = torch.randn(5, generator=generator, dtype=torch.float64)
+    paths.append((1 - beta).sqrt() * paths[-1] + beta.sqrt() * noise)
+paths = torch.stack(paths, 1)  # (5, T + 1)
+
+
+def moment_matched(mixture: GaussianMixture) -> torch.distributions.Normal:
+    """The Gaussian with the mixture's mean and variance (1-D)."""
+    means, variances = mixture.means[:, 0], mixture.covariances[:, 0, 0]
+    mean = (mixture.weights * means).sum()
+    variance = (mixture.weights * (variances + means**2)).sum() - mean**2
+    return torch.distributions.Normal(mean, variance.sqrt())
+
+
+t_show, x_show = 200, 0.1
+conditionals = {  # name: (the exact conditional, the grid it is drawn on)
+    f"x_{t_show - 1}": mixture_reverse_conditional(
+        linear, t_show - 1, t_show, [x_show], toy
+    ),
+    "x_0": mixture_reverse_conditional(linear, 0, t_show, [x_show], toy),
+}
+for name, exact in conditionals.items():
+    gaussian = moment_matched(exact)
+    centre, width = gaussian.loc.item(), gaussian.scale.item()
+    grid = torch.linspace(
+        centre - 8 * width, centre + 8 * width, 4001, dtype=torch.float64
+    )
+    gap = (exact.log_prob(grid[:, None]).exp() - gaussian.log_prob(grid).exp()).abs()
+    tv = 0.5 * gap.sum().item() * (grid[1] - grid[0]).item()
+    print(
+        f"q({name} | x_{t_show} = {x_show}): total variation from the Gaussian "
+        f"with its mean and variance {tv:.4f}"
+    )
+    glue(f"langevin_1d_tv_{name}", f"{tv:.2g}")
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(
+    1, 3, figsize=(12, 3.6), gridspec_kw=dict(width_ratios=[2.2, 1, 1])
+)
+axes[0].imshow(
+    marginals.numpy(),
+    origin="lower",
+    aspect="auto",
+    cmap="Greys",
+    extent=(0, 1000, -3, 3),
+    vmax=marginals.max().item() * 0.6,
+)
+for path in paths:
+    axes[0].plot(np.arange(1001), path.numpy(), lw=0.8)
+axes[0].plot([t_show], [x_show], "o", color="tab:red")
+axes[0].set_xlabel("t")
+axes[0].set_ylabel("x")
+axes[0].set_title(r"$q_t(x)$ and five forward paths", fontsize=10)
+for ax, (name, exact) in zip(axes[1:], conditionals.items(), strict=True):
+    gaussian = moment_matched(exact)
+    centre, width = gaussian.loc.item(), gaussian.scale.item()
+    grid = torch.linspace(
+        centre - 4 * width, centre + 4 * width, 801, dtype=torch.float64
+    )
+    ax.plot(grid, exact.log_prob(grid[:, None]).exp(), color="tab:red", label="exact")
+    same = gaussian.log_prob(grid).exp()
+    ax.plot(grid, same, "k--", lw=1, label="Gaussian, same moments")
+    index = name.split("_")[1]
+    ax.set_title(rf"$q(x_{{{index}}} \mid x_{{{t_show}}} = {x_show})$", fontsize=10)
+    ax.set_yticks([])
+axes[1].legend(fontsize=8, loc="upper left")
+fig.tight_layout()
+glue("langevin_1d_diffusion", fig)

@@ -2,18 +2,23 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
+from genmodels.data import GaussianMixture
 from genmodels.diffusion import (
     NoiseSchedule,
     ancestral_sample,
     ddim_sample,
     ddim_timesteps,
+    diffused_mixture,
     discretized_gaussian_log_likelihood,
     extract,
     gaussian_data_eps,
     loss_simple,
+    mixture_reverse_conditional,
     p_mean_variance,
     predict_x0,
     prior_term,
@@ -240,3 +245,53 @@ def test_prior_term_is_the_gaussian_kl_to_the_prior_even_when_alpha_bar_T_is_tin
     got = prior_term(schedule, x0)
     assert got.shape == (3,) and (got > 0).all()
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=0)
+
+
+def _bimodal() -> GaussianMixture:
+    return GaussianMixture(torch.tensor([[-1.0], [0.5]]), torch.tensor([[[0.04]], [[0.09]]]),
+                           torch.tensor([0.3, 0.7]))
+
+
+def test_diffused_mixture_is_the_law_of_q_sample_of_its_data():
+    """Kolmogorov-Smirnov of 20,000 forward samples against the mixture CDF written with scipy."""
+    schedule, data = NoiseSchedule(), _bimodal()
+    for t in (1, 50, 300, 1000):
+        generator = torch.Generator().manual_seed(t)
+        x0 = data.sample(20_000, generator=generator).float()
+        xt = q_sample(schedule, x0, torch.full((20_000,), t), torch.randn(x0.shape, generator=generator))
+        mixture = diffused_mixture(schedule, t, data)
+        w, m, sd = (mixture.weights.numpy(), mixture.means[:, 0].numpy(),
+                    mixture.covariances[:, 0, 0].sqrt().numpy())
+        cdf = lambda x, w=w, m=m, sd=sd: (w * stats.norm.cdf((np.asarray(x)[:, None] - m) / sd)).sum(1)  # noqa: E731
+        assert stats.kstest(xt[:, 0].double().numpy(), cdf).pvalue > 1e-3, t
+    assert diffused_mixture(schedule, 0, data) is data
+
+
+def test_mixture_reverse_conditional_matches_brute_force_bayes_on_a_grid():
+    """q(x_s | x_t) by numerical integration: q_s(x_s) = integral of N(x_s; sqrt(ab_s) x_0, 1 - ab_s)
+    q(x_0) dx_0 on a grid, times N(x_t; sqrt(ab_t / ab_s) x_s, 1 - ab_t / ab_s), normalized."""
+    schedule, data = NoiseSchedule(), _bimodal()
+    ab = schedule.alpha_bar.double()
+    grid = torch.linspace(-4, 4, 8001, dtype=torch.float64)
+    dx = grid[1] - grid[0]
+    q0 = data.log_prob(grid[:, None]).exp()
+    for s, t, x_t in ((199, 200, 0.1), (100, 400, -0.3), (0, 200, 0.1)):
+        if s == 0:
+            q_s = q0
+        else:
+            noise = torch.distributions.Normal(ab[s].sqrt() * grid[None, :], (1 - ab[s]).sqrt())
+            q_s = (noise.log_prob(grid[:, None]).exp() * q0[None, :]).sum(1) * dx
+        jump = torch.distributions.Normal((ab[t] / ab[s]).sqrt() * grid, (1 - ab[t] / ab[s]).sqrt())
+        posterior = jump.log_prob(torch.tensor(x_t, dtype=torch.float64)).exp() * q_s
+        posterior = posterior / (posterior.sum() * dx)
+        exact = mixture_reverse_conditional(schedule, s, t, torch.tensor([x_t]), data)
+        density = exact.log_prob(grid[:, None]).exp()
+        assert (density - posterior).abs().max() < 1e-3 * density.max(), (s, t)
+    one_step = mixture_reverse_conditional(schedule, 199, 200, torch.tensor([0.1]), data)
+    assert one_step.weights.max() < 0.99  # both components still matter, yet ...
+    spread = one_step.means[:, 0].max() - one_step.means[:, 0].min()
+    assert spread < one_step.covariances[:, 0, 0].sqrt().min()  # ... their means nearly coincide
+    to_images = mixture_reverse_conditional(schedule, 0, 200, torch.tensor([0.1]), data)
+    assert to_images.means[:, 0].max() - to_images.means[:, 0].min() > 1.0  # two separate peaks
+    with pytest.raises(ValueError, match="0 <= s < t"):
+        mixture_reverse_conditional(schedule, 5, 5, torch.tensor([0.0]), data)

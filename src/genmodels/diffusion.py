@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from genmodels.data import GaussianMixture
 from genmodels.distributions import mean_flat, normal_kl, normal_log_prob, sum_flat
 from genmodels.unet import load_unet
 
@@ -25,6 +26,7 @@ __all__ = [
     "ddim_sample",
     "EpsilonFromV",
     "ddim_timesteps",
+    "diffused_mixture",
     "discretized_gaussian_log_likelihood",
     "dpm_solver_2m_sample",
     "extract",
@@ -32,6 +34,7 @@ __all__ = [
     "load_ddpm",
     "logsnr_timesteps",
     "loss_simple",
+    "mixture_reverse_conditional",
     "min_snr_weight",
     "p_mean_variance",
     "predict_eps_from_v",
@@ -493,3 +496,49 @@ def gaussian_data_eps(schedule: NoiseSchedule, mean: torch.Tensor, covariance: t
         return (eps @ eigenvectors.T).to(xt.dtype)
 
     return model
+
+
+def _jump(schedule: NoiseSchedule, s: int, t: int) -> tuple[float, float]:
+    """q(x_t | x_s) = N(a x_s, b I) for 0 <= s < t: a = sqrt(alpha_bar_t / alpha_bar_s), b = 1 - a^2."""
+    if not 0 <= s < t <= schedule.T:
+        raise ValueError(f"need 0 <= s < t <= T = {schedule.T}, got s = {s}, t = {t}")
+    ratio = schedule.alpha_bar[t].double().item() / schedule.alpha_bar[s].double().item()
+    return math.sqrt(ratio), 1.0 - ratio
+
+
+def diffused_mixture(schedule: NoiseSchedule, t: int, data: GaussianMixture) -> GaussianMixture:
+    """The marginal q_t(x_t) = E_{x_0 ~ q}[q(x_t | x_0)] of data distributed as a Gaussian mixture.
+
+    Adding independent Gaussian noise to a Gaussian keeps it Gaussian, so each component
+    N(mu_k, S_k) becomes N(sqrt(alpha_bar_t) mu_k, alpha_bar_t S_k + (1 - alpha_bar_t) I), with the
+    same weight: the densities a DDPM's reverse process must pass through, exactly.
+    """
+    if t == 0:
+        return data
+    a, b = _jump(schedule, 0, t)
+    eye = torch.eye(data.dim, dtype=torch.float64)
+    return GaussianMixture(a * data.means, a**2 * data.covariances + b * eye, data.weights)
+
+
+def mixture_reverse_conditional(
+    schedule: NoiseSchedule, s: int, t: int, x_t: torch.Tensor, data: GaussianMixture
+) -> GaussianMixture:
+    """The true reverse conditional q(x_s | x_t), 0 <= s < t, of Gaussian-mixture data.
+
+    Bayes' rule, q(x_s | x_t) = q(x_t | x_s) q_s(x_s) / q_t(x_t), with a mixture q_s and a Gaussian
+    jump q(x_t | x_s) = N(a x_s, b I) gives a mixture again: each component's Gaussian posterior
+    (precision S_k^-1 + a^2 / b I), weighted by w_k N(x_t; a mu_k, a^2 S_k + b I), how well that
+    component explains x_t. For s = t - 1 (one small step) it is nearly one Gaussian, what the
+    reverse process assumes; for s = 0 it is the posterior over images, as many-peaked as the data.
+    """
+    a, b = _jump(schedule, s, t)
+    prior = diffused_mixture(schedule, s, data)
+    x_t = torch.as_tensor(x_t, dtype=torch.float64).reshape(prior.dim)
+    eye = torch.eye(prior.dim, dtype=torch.float64)
+    precision = torch.linalg.inv(prior.covariances) + (a**2 / b) * eye  # (K, D, D)
+    covariance = torch.linalg.inv(precision)
+    information = torch.linalg.solve(prior.covariances, prior.means) + (a / b) * x_t  # (K, D)
+    means = torch.einsum("kij,kj->ki", covariance, information)
+    explains = GaussianMixture(a * prior.means, a**2 * prior.covariances + b * eye, prior.weights)
+    weights = explains._component_log_probs(x_t[None])[0].softmax(0)  # w_k N(x_t; ...), normalized
+    return GaussianMixture(means, covariance, weights)

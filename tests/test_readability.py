@@ -106,9 +106,10 @@ def test_the_executed_copy_carries_no_clutter(path):
 # Image grids drawn by genmodels.plotting.show_images separate their cells with padding of one grey
 # (torchvision's pad value 0.3, drawn with the reversed grey map: 179 of 255).
 GRID_GREY = 179
-# The width of the book's text column in CSS pixels at a desktop window (measured in Chromium), and
-# the smallest width a digit may be shown at in it: MNIST's 28 pixels, scaled by no less than 0.7.
-BOOK_COLUMN, MIN_CELL_PIXELS = 740, 20
+# The width a full-width figure is shown at in the book, in CSS pixels, in a 1280-pixel-wide window
+# (measured in Chromium on the results page), and the smallest width a digit may be shown at in it:
+# two thirds of MNIST's 28 pixels, rounded up.
+BOOK_COLUMN, MIN_CELL_PIXELS = 676, 19
 
 
 def grid_pitch(image: np.ndarray) -> float | None:

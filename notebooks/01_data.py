@@ -80,12 +80,10 @@ from genmodels.train import resolve_profile, seed_everything
 
 profile = resolve_profile(profile)
 seed_everything(seed)
-n_toy = {"smoke": 500, "cpu": 5_000, "gpu": 5_000}[
-    profile
-]  # points drawn from each toy density
-n_kl_steps = {"smoke": 50, "cpu": 2_000, "gpu": 2_000}[
-    profile
-]  # steps of each reverse-KL fit
+# points drawn from each toy density
+n_toy = {"smoke": 500, "cpu": 5_000, "gpu": 5_000}[profile]
+# steps of each reverse-KL fit
+n_kl_steps = {"smoke": 50, "cpu": 2_000, "gpu": 2_000}[profile]
 print(f"profile: {profile}")
 
 # %% [markdown]
@@ -220,9 +218,10 @@ def reverse_kl_fit(
 ) -> torch.distributions.MultivariateNormal:
     """Minimize E_q[log q - log p*] over q = N(m, L L^T), from m = start."""
     mean = start.clone().requires_grad_(True)
+    # tril(L)
     raw_scale = torch.diag(
         torch.full((2,), math.log(0.5), dtype=torch.float64)
-    ).requires_grad_(True)  # tril(L)
+    ).requires_grad_(True)
     optimizer = torch.optim.Adam([mean, raw_scale], lr=0.02)
     for _ in range(steps):
         scale = torch.tril(raw_scale, -1) + torch.diag(raw_scale.diagonal().exp())
@@ -239,9 +238,8 @@ def reverse_kl_fit(
 
 torch.manual_seed(seed)
 data = mixture.sample(n_toy, generator=generator)
-forward = torch.distributions.MultivariateNormal(
-    data.mean(0), torch.cov(data.T)
-)  # the MLE
+# the MLE
+forward = torch.distributions.MultivariateNormal(data.mean(0), torch.cov(data.T))
 reverse = [
     reverse_kl_fit(torch.randn(2, dtype=torch.float64), n_kl_steps) for _ in range(3)
 ]
@@ -265,9 +263,8 @@ for name, (forward_kl, reverse_kl) in kls.items():
         f"KL(q || p*) = {reverse_kl:8.2f} nats"
     )
 (f_fwd, f_rev), *reverse_kls = kls.values()
-assert all(
-    f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls
-)  # each wins its own game
+# each wins its own game
+assert all(f_fwd < r_fwd and r_rev < f_rev for r_fwd, r_rev in reverse_kls)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))

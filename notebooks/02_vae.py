@@ -118,9 +118,8 @@ checkpoints = Path("../checkpoints")  # the published weights
 # Where this run writes: a smoke run only proves the code runs,
 # so it writes to a scratch folder.
 published = checkpoints if profile != "smoke" else scratch_dir("vae")
-runs = (
-    Path("../runs") if profile != "smoke" else scratch_dir("vae-runs")
-)  # resumable state
+# resumable state
+runs = Path("../runs") if profile != "smoke" else scratch_dir("vae-runs")
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %% [markdown]
@@ -296,9 +295,8 @@ assert torch.allclose(torch.cov(z_q.T), torch.diag(log_sigma_q.exp().pow(2)), at
 # %%
 x_grid = torch.linspace(0, 1, 2001, dtype=torch.float64)
 grey = load_mnist(train=False).data[:1000].double().div(255).reshape(-1, 784)
-perfect = -bernoulli_log_prob(grey, torch.logit(grey.clamp(1e-12, 1 - 1e-12))).sum(
-    1
-)  # p_d = x_d
+# p_d = x_d
+perfect = -bernoulli_log_prob(grey, torch.logit(grey.clamp(1e-12, 1 - 1e-12))).sum(1)
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
 for p_pixel in (0.1, 0.5, 0.9):
     logit = torch.logit(torch.full_like(x_grid, p_pixel))
@@ -735,7 +733,6 @@ if train_from_scratch:
         ),
     )
     for name in (f"vae-j{latent_dim}-{profile}", f"vae-j2-{profile}"):
-        (runs / f"{name}-last.pt").unlink(
-            missing_ok=True
-        )  # the run is complete: nothing to resume
+        # the run is complete: nothing to resume
+        (runs / f"{name}-last.pt").unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))

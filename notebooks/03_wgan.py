@@ -139,9 +139,8 @@ checkpoints = Path("../checkpoints")  # the published weights
 # Where this run writes: a smoke run only proves the code runs,
 # so it writes to a scratch folder.
 published = checkpoints if profile != "smoke" else scratch_dir("wgan")
-runs = (
-    Path("../runs") if profile != "smoke" else scratch_dir("wgan-runs")
-)  # resumable state
+# resumable state
+runs = Path("../runs") if profile != "smoke" else scratch_dir("wgan-runs")
 print(f"profile {profile} on {hardware(device)}: {sizes}")
 
 # %% [markdown]
@@ -166,9 +165,8 @@ fig, ax = plt.subplots(figsize=(7, 3.4))
 for name, values in table.items():
     values = np.array(values)
     if name == "KL":
-        values = np.where(
-            np.isinf(values), np.nan, values
-        )  # infinite away from theta = 0
+        # infinite away from theta = 0
+        values = np.where(np.isinf(values), np.nan, values)
     ax.plot(thetas, values, "o-" if name == "W1" else ".", ms=3, label=name)
 ax.axhline(math.log(2), color="gray", lw=0.5)
 ax.text(0.55, math.log(2) + 0.03, "log 2", color="gray")
@@ -205,8 +203,9 @@ print(
     f"area between the CDFs {w1_1d(x, y, a, b):.4f}"
 )
 print(
-    "optimal plan (rows: x = 0, 3; columns: y = 1, 2):\n", np.round(plan, 3) + 0.0
-)  # + 0.0: no "-0."
+    "optimal plan (rows: x = 0, 3; columns: y = 1, 2):\n",
+    np.round(plan, 3) + 0.0,  # + 0.0: no "-0."
+)
 grid = np.linspace(-0.5, 3.5, 801)
 cdf_p = (a[None] * (x[None] <= grid[:, None])).sum(1)
 cdf_q = (b[None] * (y[None] <= grid[:, None])).sum(1)
@@ -239,9 +238,8 @@ axes[1].legend(fontsize=8)
 fig.tight_layout()
 glue("wgan_kr_example_figure", fig)
 assert abs(primal - dual) < 1e-8 and abs(primal - w1_1d(x, y, a, b)) < 1e-8
-critic_slopes = np.diff(f[order]) / np.diff(
-    support[order]
-)  # between consecutive support points
+# between consecutive support points
+critic_slopes = np.diff(f[order]) / np.diff(support[order])
 for (left, right), s_lp in zip(
     zip(support[order][:-1], support[order][1:], strict=True),
     critic_slopes,
@@ -335,8 +333,9 @@ for iteration in progress(range(sizes["toy_iterations"]), desc="2-D WGAN-GP"):
         real = mixture.sample(256).float().to(device)
         fake = toy_generator.sample(256).detach()
         f_real, f_fake = toy_critic(real), toy_critic(fake)
-        loss = critic_loss(f_real, f_fake) + 10 * gradient_penalty(
-            toy_critic, real, fake
+        loss = (
+            critic_loss(f_real, f_fake)
+            + 10 * gradient_penalty(toy_critic, real, fake)
         )
         toy_c_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -497,9 +496,9 @@ def train_wgan(variant: str):
 
 # %%
 latent_dim = dcgan["clip"].latent_dim
-fixed_z = torch.randn(32, latent_dim, generator=torch.Generator().manual_seed(seed)).to(
-    device
-)
+fixed_z = torch.randn(
+    32, latent_dim, generator=torch.Generator().manual_seed(seed)
+).to(device)
 
 
 def training_parts(variant: str):
@@ -682,9 +681,9 @@ glue("wgan_clip_at_walls", f"{at_walls:.0%}")
 
 # %%
 x_real = train_pixels[
-    torch.randperm(len(train_pixels), generator=torch.Generator().manual_seed(seed))[
-        :512
-    ]
+    torch.randperm(
+        len(train_pixels), generator=torch.Generator().manual_seed(seed)
+    )[:512]
 ]
 for variant in ("clip", "gp"):
     generator, critic = results[variant][0], results[variant][1]

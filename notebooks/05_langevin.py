@@ -160,9 +160,8 @@ start = target.sample(sizes["particles"], generator=torch.Generator().manual_see
 bias = []
 for eta in (0.01, 0.02, 0.05, 0.1, 0.2):  # stable while eta < 2 lambda_min(Sigma) = 0.4
     a = np.eye(2) - eta * precision.numpy()
-    predicted = linalg.solve_discrete_lyapunov(
-        a, 2 * eta * np.eye(2)
-    )  # C = A C A^T + 2 eta I
+    # C = A C A^T + 2 eta I
+    predicted = linalg.solve_discrete_lyapunov(a, 2 * eta * np.eye(2))
     ula = langevin_sample(
         target.score,
         start,
@@ -304,9 +303,8 @@ poor_start = mixture.means[0] + 0.1 * torch.randn(
     dtype=torch.float64,
     generator=torch.Generator().manual_seed(5),
 )
-sigmas = np.geomspace(
-    3.0, 0.05, 10
-).tolist()  # the noise ladder sigma_1 > ... > sigma_L
+# the noise ladder sigma_1 > ... > sigma_L
+sigmas = np.geomspace(3.0, 0.05, 10).tolist()
 # Song & Ermon's step size at the smallest sigma; level i uses
 # epsilon sigma_i^2 / sigma_L^2
 epsilon = 0.002
@@ -362,9 +360,8 @@ glue("langevin_annealing", fig)
 x, levels = poor_start, [poor_start]
 frame_every = max(1, len(sigmas) * steps_per_level // sizes["frames"])
 for i, level in enumerate(sigmas):
-    eta = (
-        epsilon * level**2 / sigmas[-1] ** 2 / 2
-    )  # Song & Ermon's x + alpha_i / 2 s + sqrt(alpha_i) z
+    # Song & Ermon's x + alpha_i / 2 s + sqrt(alpha_i) z
+    eta = epsilon * level**2 / sigmas[-1] ** 2 / 2
     x, path = langevin_sample(
         mixture.noised(level).score,
         x,
@@ -374,9 +371,8 @@ for i, level in enumerate(sigmas):
         trajectory_every=frame_every,
     )
     levels += path[1:]
-frames = [
-    x[:1_000] for x in levels
-]  # a thousand particles per frame keep the page light
+# a thousand particles per frame keep the page light
+frames = [x[:1_000] for x in levels]
 fig, ax = plt.subplots(figsize=(3.5, 3.5))
 cloud = ax.scatter(frames[0][:, 0], frames[0][:, 1], s=1, color="tab:orange")
 ax.set_xlim(-3.5, 3.5)
@@ -405,17 +401,15 @@ fig.tight_layout()
 # every step jumps across the picture): each settles into one of the eight modes as sigma shrinks.
 
 # %% tags=["hide-input"]
-settling = [
-    x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level
-]  # level 4 on
+# level 4 on
+settling = [x for k, x in enumerate(levels) if k * frame_every >= 3 * steps_per_level]
 paths = torch.stack([x[:6] for x in settling], dim=1)  # (6 particles, frames, 2)
 fig, ax = plt.subplots(figsize=(4, 4))
 density_and_score(mixture.log_prob, limits=(-3.5, 3.5), ax=ax)
 for path in paths:
     ax.plot(path[:, 0], path[:, 1], lw=1, alpha=0.8)
-    ax.plot(
-        path[0, 0], path[0, 1], "wo", ms=4, mec="k"
-    )  # where the fourth level begins
+    # where the fourth level begins
+    ax.plot(path[0, 0], path[0, 1], "wo", ms=4, mec="k")
     ax.plot(path[-1, 0], path[-1, 1], "k.", ms=6)  # where the last level ends
 ax.set_title(f"annealed Langevin: 6 paths, σ ≤ {sigmas[3]:.2f}", fontsize=9)
 glue("langevin_trajectories", fig)
@@ -450,9 +444,8 @@ class ScoreNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         features = torch.cat([x, sigma.log().expand(len(x), 1)], dim=1)
-        return (
-            self.net(features) / sigma
-        )  # the score of a sigma-noised density scales as 1 / sigma
+        # the score of a sigma-noised density scales as 1 / sigma
+        return self.net(features) / sigma
 
 
 torch.manual_seed(seed)
@@ -492,13 +485,13 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     noised = mixture.noised(level)
     with torch.no_grad():
         learned = score_net(grid, torch.tensor([[level]], dtype=torch.float64))
-    draws = noised.sample(
-        20_000, generator=torch.Generator().manual_seed(11)
-    )  # where its mass is
+    # where its mass is
+    draws = noised.sample(20_000, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
-        miss = score_net(
-            draws, torch.tensor([[level]], dtype=torch.float64)
-        ) - noised.score(draws)
+        miss = (
+            score_net(draws, torch.tensor([[level]], dtype=torch.float64))
+            - noised.score(draws)
+        )
     relative = (
         (miss.pow(2).sum(1).mean() / noised.score(draws).pow(2).sum(1).mean())
         .sqrt()
@@ -536,12 +529,12 @@ for ax, level in zip(axes, (sigmas[3], sigmas[6], sigmas[8]), strict=True):
     noised = mixture.noised(level)
     sub = grid.reshape(60, 60, 2)[::3, ::3].reshape(-1, 2)
     with torch.no_grad():
-        gap = score_net(
-            sub, torch.tensor([[level]], dtype=torch.float64)
-        ) - noised.score(sub)
-    size = (
-        gap.norm(dim=1) / noised.score(sub).norm(dim=1).clamp_min(1.0)
-    ).numpy()  # relative size
+        gap = (
+            score_net(sub, torch.tensor([[level]], dtype=torch.float64))
+            - noised.score(sub)
+        )
+    # relative size
+    size = (gap.norm(dim=1) / noised.score(sub).norm(dim=1).clamp_min(1.0)).numpy()
     density_and_score(noised.log_prob, limits=(-3, 3), ax=ax)
     arrows = ax.quiver(
         sub[:, 0], sub[:, 1], gap[:, 0], gap[:, 1], size, cmap="Reds", angles="xy"
@@ -583,9 +576,8 @@ glue("langevin_p_learned", f"{p_learned:.1g}")
 ddpm, schedule, ddpm_checkpoint = load_ddpm(
     Path("../checkpoints/ddpm.pt"), map_location=device
 )
-score = score_from_eps(
-    ddpm, schedule
-)  # a v-predicting network reaches here as its epsilon-network
+# a v-predicting network reaches here as its epsilon-network
+score = score_from_eps(ddpm, schedule)
 
 
 @torch.no_grad()
@@ -611,9 +603,8 @@ def predictor_corrector(
         x = x + noise_sd * torch.randn(x.shape, generator=generator, device=device)
         s = torch.full((n,), following, device=device)
         z = torch.randn(x.shape, generator=generator, device=device)
-        grad = score(
-            x, s
-        )  # the corrector: Langevin at level s, x <- x + e grad + sqrt(2e) z
+        # the corrector: Langevin at level s, x <- x + e grad + sqrt(2e) z
+        grad = score(x, s)
         e = (
             2
             * (1 - schedule.beta[following].item())
@@ -647,18 +638,15 @@ def fid(x: torch.Tensor) -> float:
 
 def sample_in_chunks(sampler, n: int, chunk: int = 250) -> tuple[torch.Tensor, float]:
     generator, parts, started = (
-        torch.Generator(device=device).manual_seed(seed),
-        [],
-        time.perf_counter(),
+        torch.Generator(device=device).manual_seed(seed), [], time.perf_counter()
     )
     for begin in range(0, n, chunk):
         parts.append(sampler(min(chunk, n - begin), generator).cpu())
     return torch.cat(parts), time.perf_counter() - started
 
 
-calls = sizes[
-    "calls"
-]  # network calls per sample, the same for the first three samplers
+# network calls per sample, the same for the first three samplers
+calls = sizes["calls"]
 samplers = {  # name -> (network calls per sample, sampler)
     "DDIM, η = 0": (
         calls,
@@ -717,9 +705,8 @@ table = "\n".join(
     + [f"| real training images (floor) | | {floor:.2f} | |"]
 )
 display(Markdown(table))
-to_html = (
-    MarkdownIt("commonmark").enable("table").render
-)  # the chapter page pastes HTML, not Markdown
+# the chapter page pastes HTML, not Markdown
+to_html = MarkdownIt("commonmark").enable("table").render
 glue(
     "langevin_mnist_table",
     HTML(to_html(table).replace("<table>", '<table class="table">')),

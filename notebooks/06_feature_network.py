@@ -110,12 +110,12 @@ test_images, test_labels = test_set.data, test_set.targets
 
 
 def random_shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
-    """Translate each image (B, 1, 28, 28) by its own random offset of up to
-    ``pixels``."""
+    """Translate each image (B, 1, 28, 28) by its own random offset
+    of up to ``pixels``."""
     theta = torch.zeros(len(x), 2, 3, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = (torch.rand(len(x), 2, device=x.device) * 2 - 1) * (
-        2 * pixels / 28
+    theta[:, :, 2] = (
+        (torch.rand(len(x), 2, device=x.device) * 2 - 1) * (2 * pixels / 28)
     )
     return F.grid_sample(
         x, F.affine_grid(theta, x.shape, align_corners=False), align_corners=False

@@ -184,9 +184,8 @@ def blurred_training_images(n: int, seed: int) -> torch.Tensor:
     blurred = gaussian_blur(
         training_subset(n, seed).float() / 255, kernel_size=9, sigma=1.5
     )
-    return blurred.clamp(
-        0, 1
-    )  # float rounding in the convolution can overshoot 1 by 1e-7
+    # float rounding in the convolution can overshoot 1 by 1e-7
+    return blurred.clamp(0, 1)
 
 
 def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
@@ -217,9 +216,8 @@ ddpm, ddpm_schedule, ddpm_checkpoint = load_ddpm(
     checkpoints / "ddpm.pt", map_location=device
 )
 ddpm_record = ddpm_checkpoint["extra"]["record"]
-ddpm_calls = {"smoke": 5, "cpu": 20, "gpu": 20}[
-    profile
-]  # smoke: only proves the row runs
+# smoke: only proves the row runs
+ddpm_calls = {"smoke": 5, "cpu": 20, "gpu": 20}[profile]
 ddpm_eta = 1.0  # fresh noise at every step, as Algorithm 2
 
 
@@ -227,9 +225,8 @@ def ddpm_sample(n: int, seed: int, batch: int = 500) -> torch.Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
     chunks = []
     for b in range(0, n, batch):
-        with torch.autocast(
-            device.type, dtype=torch.bfloat16
-        ):  # as the DDPM notebook samples
+        # as the DDPM notebook samples
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             chunks.append(
                 ddim_sample(
                     ddpm,
@@ -244,9 +241,8 @@ def ddpm_sample(n: int, seed: int, batch: int = 500) -> torch.Tensor:
     return ((torch.cat(chunks).float().cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
 
 
-ddpm_bound = min(
-    ddpm_record["nll_bits_per_dim"].values()
-)  # the tighter of the two fixed variances
+# the tighter of the two fixed variances
+ddpm_bound = min(ddpm_record["nll_bits_per_dim"].values())
 ddpm_info = dict(
     nll=ddpm_bound,
     nll_unit=f"bits/dim (bound, {ddpm_record['n_nll']} test images)",
@@ -403,9 +399,8 @@ caption = (
     f"set. Profile `{profile}`, {hardware(device)}, commit `{commit[:10]}`."
 )
 table = "\n".join(lines)
-to_html = (
-    MarkdownIt("commonmark").enable("table").render
-)  # other pages paste HTML, not Markdown
+# other pages paste HTML, not Markdown
+to_html = MarkdownIt("commonmark").enable("table").render
 glue("results_table", HTML(to_html(table).replace("<table>", '<table class="table">')))
 glue("results_caption", HTML(to_html(caption)))
 Markdown(table + "\n\n" + caption)
@@ -425,9 +420,8 @@ slugs = [
     "blurred",
     "noise",
 ]
-for slug, record in zip(
-    slugs, records, strict=True
-):  # single numbers for the results page's prose
+# single numbers for the results page's prose
+for slug, record in zip(slugs, records, strict=True):
     glue(f"results_{slug}_fid", f"{record['fid']:.2f}")
     glue(f"results_{slug}_fid_std", f"{record['fid_std']:.2f}")
     glue(f"results_{slug}_precision", f"{record['precision']:.2f}")

@@ -54,7 +54,8 @@ class Recipe:
     min_snr: bool = False  # Hang et al.'s min-SNR-5 loss weights
     lr_to_zero: bool = False  # cosine decay of the learning rate to zero over the run
     decay_last: float = 0.0  # or: constant, then linear decay to zero over this last fraction of it
-    ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94)
+    ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94), or
+    # several decays separated by spaces: one run keeps every average and scores each of them
 
 
 RECIPES = {
@@ -66,6 +67,7 @@ RECIPES = {
                                                  lr_to_zero=True, ema="power"),
     "v-prediction + linear decay to zero over the last 20 %": Recipe(schedule="cosine", prediction="v",
                                                                      decay_last=0.2),
+    "v-prediction, three EMA lengths": Recipe(schedule="cosine", prediction="v", ema="0.995 0.998 0.999"),
 }
 
 
@@ -91,8 +93,9 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, ba
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
 
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
-    ema = (power_ema(model) if recipe.ema == "power"
-           else AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(recipe.ema)), use_buffers=True))
+    emas = ({"power": power_ema(model)} if recipe.ema == "power" else
+            {decay: AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+             for decay in recipe.ema.split()})
     generator = torch.Generator().manual_seed(1)
     curve, seconds, losses = [], 0.0, []
     for step in range(steps):
@@ -112,15 +115,20 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, ba
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         lr_schedule.step()
-        ema.update_parameters(model)
+        for ema in emas.values():
+            ema.update_parameters(model)
         seconds += time.perf_counter() - started
         losses.append(loss.item())
         if (step + 1) % evaluate_every == 0 or step + 1 == steps:
-            network = ema.module.eval()
-            fid = score(as_eps_model(network, schedule, recipe.prediction), schedule, bf16)
-            curve.append({"step": step + 1, "train_minutes": round(seconds / 60, 2), "fid": round(fid, 3),
-                          "loss_last_100": round(sum(losses[-100:]) / len(losses[-100:]), 5)})
-            print(f"    step {step + 1:5d}  {seconds / 60:5.1f} min  FID {fid:7.3f}", flush=True)
+            fids = {decay: round(score(as_eps_model(ema.module.eval(), schedule, recipe.prediction),
+                                       schedule, bf16), 3) for decay, ema in emas.items()}
+            point = {"step": step + 1, "train_minutes": round(seconds / 60, 2),
+                     "fid": next(iter(fids.values())),  # the first average's
+                     "loss_last_100": round(sum(losses[-100:]) / len(losses[-100:]), 5)}
+            if len(fids) > 1:
+                point["fid_by_ema"] = fids
+            curve.append(point)
+            print(f"    step {step + 1:5d}  {seconds / 60:5.1f} min  FID {fids}", flush=True)
     return curve
 
 
@@ -169,7 +177,10 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, result in results.items():
         curve = result["curve"]
-        ax.plot([p["train_minutes"] for p in curve], [p["fid"] for p in curve], "o-", label=name)
+        minutes = [p["train_minutes"] for p in curve]
+        for decay in curve[0].get("fid_by_ema", {None: None}):
+            fids = [p["fid_by_ema"][decay] if decay else p["fid"] for p in curve]
+            ax.plot(minutes, fids, "o-", label=f"{name}: EMA {decay}" if decay else name)
     ax.axhline(floor, color="gray", ls="--", label=f"real images, N = {args.n_fid}")
     ax.set_yscale("log")
     ax.set_xlabel(f"training minutes ({hardware('cpu')})")

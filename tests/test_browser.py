@@ -2,7 +2,9 @@
 
 Checks, on every page: no SEVERE console message; no request for anything but a local file (file:,
 data:, blob:, about:); once MathJax has finished, no raw TeX left in the text outside code; every
-<img> loaded; every relative link names a file of the build, and its #anchor an id of that page.
+<img> loaded; every relative link names a file of the build, and its #anchor an id of that page;
+every figure with an image has a numbered caption ("Fig. N"); every exercise solution starts
+folded and opens when its title is clicked.
 Screenshots of the intro, a chapter, a notebook and the results page go to book/_build/screenshots/.
 
 Needs a built book (`make book`) and Debian's `chromium` and `chromium-driver` (`.ci/run` installs
@@ -35,7 +37,7 @@ SCREENSHOT_PAGES = {
     "notebooks/04_ddpm.html": "notebook-04_ddpm.png",
     "chapters/results.html": "results.png",
 }
-CHECKS = ("load", "console", "network", "raw_tex", "images", "links")
+CHECKS = ("load", "console", "network", "raw_tex", "images", "links", "captions", "solutions")
 LOCAL_SCHEMES = ("file", "data", "blob", "about", "chrome-error", "devtools")
 PAGE_LOAD_TIMEOUT_S = 30  # a slow page gets a bounded wait, then counts as a failure
 MATHJAX_TIMEOUT_S = 30
@@ -115,6 +117,32 @@ return texts;
 LINKS = """
 return Array.from(document.querySelectorAll("a[href], link[href], img[src], script[src], iframe[src]"))
   .map((e) => e.getAttribute("href") ?? e.getAttribute("src"));
+"""
+
+
+CAPTIONS = """
+return Array.from(document.querySelectorAll("figure")).filter((f) => f.querySelector("img"))
+  .map((f) => (f.querySelector("figcaption .caption-number") || {}).textContent || "")
+  .filter((number) => !/^Fig\\. \\d+/.test(number.trim()))
+  .map((number) => number ? `caption numbered "${number.trim()}"` : "a figure without a numbered caption");
+"""
+
+# A solution is a sphinx-exercise dropdown: folded at first, opened by a click on its title.
+SOLUTIONS = """
+const problems = [];
+const shown = (e) => e && e.getBoundingClientRect().height > 0
+  && getComputedStyle(e).visibility !== "hidden";
+document.querySelectorAll(".solution").forEach((solution, i) => {
+  const body = solution.querySelector(":scope > section, :scope > :not(.admonition-title)");
+  const title = (solution.querySelector(".admonition-title") || {}).textContent || `solution ${i + 1}`;
+  if (shown(body)) { problems.push(`${title.trim()}: shown before it is opened`); return; }
+  const opener = solution.querySelector("button.toggle-button")
+    || solution.querySelector(".admonition-title");
+  if (!opener) { problems.push(`${title.trim()}: nothing to click`); return; }
+  opener.click();
+  if (!shown(body)) problems.push(`${title.trim()}: still folded after a click on its title`);
+});
+return problems;
 """
 
 
@@ -221,6 +249,8 @@ def visit(driver, page: str) -> dict[str, list[str]]:
         if match:
             start = max(match.start() - 40, 0)
             found["raw_tex"].append(f"...{' '.join(text[start:match.end() + 40].split())}...")
+    found["captions"] += driver.execute_script(CAPTIONS)
+    found["solutions"] += driver.execute_script(SOLUTIONS)
     for href in dict.fromkeys(driver.execute_script(LINKS)):
         problem = broken_link(path, href)
         found["links"] += [problem] if problem else []
@@ -294,6 +324,15 @@ def test_every_image_loads(findings):
 
 def test_every_internal_link_and_anchor_resolves(findings):
     assert not any(r["links"] for r in findings.values()), report(findings, "links")
+
+
+def test_every_figure_caption_is_numbered(findings):
+    assert not any(r["captions"] for r in findings.values()), report(findings, "captions")
+
+
+def test_every_solution_starts_folded_and_opens_on_a_click(findings):
+    assert not any(r["solutions"] for r in findings.values()), report(findings, "solutions")
+    assert sum("solution" in (HTML / page).read_text() for page in PAGES if page.startswith("chapters/")) >= 5
 
 
 def test_screenshots_are_saved(findings):

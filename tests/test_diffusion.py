@@ -295,3 +295,5 @@ def test_mixture_reverse_conditional_matches_brute_force_bayes_on_a_grid():
     assert to_images.means[:, 0].max() - to_images.means[:, 0].min() > 1.0  # two separate peaks
     with pytest.raises(ValueError, match="0 <= s < t"):
         mixture_reverse_conditional(schedule, 5, 5, torch.tensor([0.0]), data)
+    with pytest.raises(ValueError, match="one point of the data's 1 dimensions"):
+        mixture_reverse_conditional(schedule, 0, 5, torch.tensor([0.0, 1.0]), data)

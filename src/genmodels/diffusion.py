@@ -533,12 +533,16 @@ def mixture_reverse_conditional(
     """
     a, b = _jump(schedule, s, t)
     prior = diffused_mixture(schedule, s, data)
-    x_t = torch.as_tensor(x_t, dtype=torch.float64).reshape(prior.dim)
+    x_t = torch.as_tensor(x_t, dtype=torch.float64)
+    if x_t.numel() != prior.dim:
+        raise ValueError(f"x_t must be one point of the data's {prior.dim} dimensions, "
+                         f"got shape {tuple(x_t.shape)}")
+    x_t = x_t.reshape(prior.dim)
     eye = torch.eye(prior.dim, dtype=torch.float64)
     precision = torch.linalg.inv(prior.covariances) + (a**2 / b) * eye  # (K, D, D)
     covariance = torch.linalg.inv(precision)
     information = torch.linalg.solve(prior.covariances, prior.means) + (a / b) * x_t  # (K, D)
     means = torch.einsum("kij,kj->ki", covariance, information)
-    explains = GaussianMixture(a * prior.means, a**2 * prior.covariances + b * eye, prior.weights)
-    weights = explains._component_log_probs(x_t[None])[0].softmax(0)  # w_k N(x_t; ...), normalized
+    # component k explains x_t with w_k N(x_t; a mu_k, a^2 S_k + b I): its component of q_t
+    weights = diffused_mixture(schedule, t, data)._component_log_probs(x_t[None])[0].softmax(0)
     return GaussianMixture(means, covariance, weights)

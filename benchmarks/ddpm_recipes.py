@@ -6,9 +6,11 @@ Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--
 measured at different times may use different classifiers, so a section is never mixed)
 Every recipe trains the same U-Net (the cpu profile's, 16 channels) from the same initial weights on
 the same batches for the same number of steps (equal steps are equal wall time: the changes cost
-nothing per step), and is scored every ``--evaluate-every`` steps by the book's FID (classifier
+nothing per step; a recipe with a smaller batch takes proportionally more steps, so the same number of
+images, in about the same time), and is scored every ``--evaluate-every`` steps by the book's FID (classifier
 features, N = ``--n-fid`` samples from DPM-Solver++(2M) with 20 network calls, against the 10,000 test
-images; the floor is N real training images). Prints and writes results/benchmarks.json
+images; the floor is N real training images), and by the share of those samples that the classifier
+calls a digit with confidence above 0.9 ("legible"). Prints and writes results/benchmarks.json
 ("ddpm_recipes") and results/ddpm_recipes.png (FID against training minutes). Not a test.
 """
 
@@ -56,6 +58,7 @@ class Recipe:
     decay_last: float = 0.0  # or: constant, then linear decay to zero over this last fraction of it
     ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94), or
     # several decays separated by spaces: one run keeps every average and scores each of them
+    batch: int = 128  # images per step; a recipe with a smaller batch takes proportionally more steps
 
 
 RECIPES = {
@@ -68,6 +71,8 @@ RECIPES = {
     "v-prediction + linear decay to zero over the last 20 %": Recipe(schedule="cosine", prediction="v",
                                                                      decay_last=0.2),
     "v-prediction, three EMA lengths": Recipe(schedule="cosine", prediction="v", ema="0.995 0.998 0.999"),
+    "v-prediction": Recipe(schedule="cosine", prediction="v"),
+    "v-prediction, batch 64": Recipe(schedule="cosine", prediction="v", batch=64),
 }
 
 
@@ -77,7 +82,11 @@ def as_eps_model(network, schedule: NoiseSchedule, prediction: str):
     return lambda xt, t: predict_eps_from_v(schedule, xt, t, network(xt, t))
 
 
-def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, batch=128):
+def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16):
+    """Train ``steps`` steps of 128 images' worth (more, smaller steps for a smaller batch: the same
+    images, so about the same time), scoring every ``evaluate_every`` such steps."""
+    batch = recipe.batch
+    steps, evaluate_every = steps * 128 // batch, evaluate_every * 128 // batch
     torch.manual_seed(0)
     model = UNet(UNetConfig(channels=16))
     schedule = NoiseSchedule(kind=recipe.schedule)
@@ -120,15 +129,18 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, ba
         seconds += time.perf_counter() - started
         losses.append(loss.item())
         if (step + 1) % evaluate_every == 0 or step + 1 == steps:
-            fids = {decay: round(score(as_eps_model(ema.module.eval(), schedule, recipe.prediction),
-                                       schedule, bf16), 3) for decay, ema in emas.items()}
+            scores = {decay: score(as_eps_model(ema.module.eval(), schedule, recipe.prediction),
+                                   schedule, bf16) for decay, ema in emas.items()}
+            fids = {decay: round(fid, 3) for decay, (fid, _) in scores.items()}
             point = {"step": step + 1, "train_minutes": round(seconds / 60, 2),
                      "fid": next(iter(fids.values())),  # the first average's
+                     "legible": round(next(iter(scores.values()))[1], 4),
                      "loss_last_100": round(sum(losses[-100:]) / len(losses[-100:]), 5)}
             if len(fids) > 1:
                 point["fid_by_ema"] = fids
             curve.append(point)
-            print(f"    step {step + 1:5d}  {seconds / 60:5.1f} min  FID {fids}", flush=True)
+            print(f"    step {step + 1:5d}  {seconds / 60:5.1f} min  FID {fids}  "
+                  f"legible {point['legible']:.3f}", flush=True)
     return curve
 
 
@@ -154,7 +166,8 @@ def main() -> None:
         return frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
 
     @torch.no_grad()
-    def score(eps_model, schedule, bf16) -> float:
+    def score(eps_model, schedule, bf16) -> tuple[float, float]:
+        """FID of N samples, and the share of them the classifier calls a digit with confidence > 0.9."""
         generator, images = torch.Generator().manual_seed(123), []
         for start in range(0, args.n_fid, 250):
             shape = (min(250, args.n_fid - start), 1, 28, 28)
@@ -162,7 +175,9 @@ def main() -> None:
                 x = dpm_solver_2m_sample(eps_model, schedule, shape, steps=20, generator=generator,
                                          clip_x0=True)
             images.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
-        return fid_of(torch.cat(images))
+        images = torch.cat(images)
+        confidence = classifier(images).softmax(-1).max(-1).values
+        return fid_of(images), (confidence > 0.9).float().mean().item()
 
     floor = fid_of(load_mnist(train=True).data[: args.n_fid])
     print(f"{hardware('cpu')}; FID floor (N = {args.n_fid} real training images): {floor:.3f}", flush=True)

@@ -1,5 +1,6 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png and
-results/training_throughput.png.
+results/training_throughput.png; and results/ddpm_gpu_run.png, the record of the gpu profile's DDPM
+run (results/gpu-h200/ddpm.json) beside the published cpu profile's (checkpoints/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -62,6 +63,39 @@ def plot_training_throughput(throughput: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_gpu_run(gpu: dict, cpu: dict, path: Path) -> None:
+    """FID and sampling time against network calls for each sampler, from two DDPM notebook records
+    (one per profile), each with its own floor: the sample counts differ, and FID's bias with them."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for record, color in ((gpu, "tab:red"), (cpu, "tab:blue")):
+        where = (f"{record['profile']}: {record['params'] / 1e6:.2f} M parameters, "
+                 f"{record['train_seconds'] / 60:.1f} training min on {record['hardware']}")
+        for family, marker in (("ddim", "o"), ("dpm", "s"), ("ancestral", "*")):
+            rows = [r for r in record["samplers"] if r["family"] == family
+                    and (family != "ddim" or r["eta"] == 1.0)]
+            if not rows:
+                continue
+            name = {"ddim": "DDIM, η = 1", "dpm": "DPM-Solver++(2M)", "ancestral": "Algorithm 2"}[family]
+            calls = [r["calls"] for r in rows]
+            axes[0].plot(calls, [r["fid"] for r in rows], marker=marker, color=color, ms=8 if family ==
+                         "ancestral" else 5, label=f"{name} ({record['profile']})")
+            axes[1].plot(calls, [r["seconds_per_1k"] for r in rows], marker=marker, color=color,
+                         ms=8 if family == "ancestral" else 5)
+        axes[0].axhline(record["fid_floor"], color=color, ls="--", lw=1,
+                        label=f"real images, N = {record['n_fid']:,} ({record['profile']})")
+        axes[1].plot([], [], color=color, label=where)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("network calls per sample")
+    axes[0].set_ylabel("FID (classifier features)")
+    axes[1].set_ylabel("seconds per 1,000 samples")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -69,6 +103,12 @@ def main() -> None:
     if "training_throughput" in stored:
         plot_training_throughput(stored["training_throughput"], ROOT / "results" / "training_throughput.png")
         print("written results/training_throughput.png")
+    gpu_record = ROOT / "results" / "gpu-h200" / "ddpm.json"
+    if gpu_record.exists():
+        plot_gpu_run(json.loads(gpu_record.read_text()),
+                     json.loads((ROOT / "checkpoints" / "ddpm.json").read_text()),
+                     ROOT / "results" / "ddpm_gpu_run.png")
+        print("written results/ddpm_gpu_run.png")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ class Row:
     nll: float | None = None
     nll_unit: str | None = None
     train_seconds: float | None = None
+    train_hardware: str | None = None  # where it was trained, from its checkpoint's record
     params: int | None = None
     checkpoint: str | None = None  # the published file the row measures
 
@@ -207,6 +208,7 @@ def wgan_info(variant: str) -> dict:
     checkpoint = read_checkpoint(checkpoints / f"wgan-{variant}.pt")
     return dict(
         train_seconds=checkpoint["extra"]["record"]["train_seconds"],
+        train_hardware=checkpoint["extra"]["record"]["hardware"],
         params=sum(t.numel() for t in checkpoint["model"].values()),
         checkpoint=f"wgan-{variant}.pt",
     )
@@ -247,6 +249,7 @@ ddpm_info = dict(
     nll=ddpm_bound,
     nll_unit=f"bits/dim (bound, {ddpm_record['n_nll']} test images)",
     train_seconds=ddpm_record["train_seconds"],
+    train_hardware=ddpm_record["hardware"],
     params=sum(p.numel() for p in ddpm.parameters()),
     checkpoint="ddpm.pt",
 )
@@ -255,6 +258,7 @@ vae_info = dict(
     nll_unit=f"{vae_record['nll_unit']} (IWAE K = {vae_record['test_nll_k']:,}, "
     f"{vae_record['test_nll_n']:,} test images)",
     train_seconds=vae_record["train_seconds"],
+    train_hardware=vae_record["hardware"],
     params=sum(p.numel() for p in vae.parameters()),
     checkpoint="vae-j32.pt",
 )
@@ -345,6 +349,7 @@ for row in registry:
             if row.kind == "model"
             else None,
             train_seconds=row.train_seconds,
+            train_hardware=row.train_hardware,
             params=row.params,
             n_samples=n_samples,
             seeds=seeds,
@@ -376,6 +381,15 @@ def fmt(value, spec):
     return "–" if value is None else format(value, spec)
 
 
+def trained(r: dict) -> str:
+    """Training minutes and where: "18.9 on CPU (2 threads)", "3.2 on GPU (NVIDIA H200)"."""
+    if r["train_seconds"] is None:
+        return "–"
+    kind, _, name = r["train_hardware"].partition(": ")
+    where = f"GPU ({name})" if kind == "cuda" else f"CPU ({name.rsplit(', ', 1)[-1]})"
+    return f"{r['train_seconds'] / 60:.1f} on {where}"
+
+
 lines = [
     "| model | FID ↓ | KID ↓ | precision ↑ | recall ↑ | NLL "
     "| sampling s / 1k | training min | parameters |",
@@ -383,20 +397,20 @@ lines = [
 ]
 for r in sorted(records, key=lambda r: (r["kind"] != "floor", r["fid"])):
     nll = "–" if r["nll"] is None else f"{r['nll']:.2f} {r['nll_unit']}"
-    minutes = None if r["train_seconds"] is None else r["train_seconds"] / 60
     lines.append(
         f"| {r['model']} | {r['fid']:.2f} ± {r['fid_std']:.2f} "
         f"| {r['kid']:.4f} ± {r['kid_std']:.4f} "
         f"| {r['precision']:.3f} | {r['recall']:.3f} | {nll} "
         f"| {fmt(r['sample_seconds_per_1k'], '.3f')} "
-        f"| {fmt(minutes, '.1f')} | {fmt(r['params'], ',d')} |"
+        f"| {trained(r)} | {fmt(r['params'], ',d')} |"
     )
 caption = (
     f"N = {n_samples:,} samples per row and seed, {seeds} seeds; "
     "features of the project's MNIST classifier "
     f"(test accuracy {classifier_record['test_accuracy']:.2%}); "
     "reference: the MNIST test "
-    f"set. Profile `{profile}`, {hardware(device)}, commit `{commit[:10]}`."
+    f"set. Measured in the `{profile}` profile on {hardware(device)}, commit "
+    f"`{commit[:10]}`; each model was trained where its row says."
 )
 table = "\n".join(lines)
 # other pages paste HTML, not Markdown

@@ -344,6 +344,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}")
         if not stale:
             print("  (nothing: every notebook is up to date)")
+        else:
+            print("A machine that starts every command from a fresh copy of the repository must get back "
+                  "what each command\npublished (checkpoints/, results/, book/notebooks/) before the "
+                  "next, or a later notebook reads the old\ncheckpoints: there, run a notebook and those "
+                  "that read its checkpoints in one command (--only A B).")
         return
     run_pipeline(args.root, profile, only=args.only, force=args.force)
 

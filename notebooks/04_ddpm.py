@@ -393,9 +393,9 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # - **bfloat16 autocast** for the network's convolutions and products (the loss stays in float32),
 #   the one speed lever of `benchmarks/unet_levers.py` that was worth 1.3 times or more.
 #
-# The `cpu` profile's minibatches hold 64 images, not Ho et al.'s 128: on two cores an image costs
-# about the same either way, and at equal training minutes twice as many steps of half the size
-# reached a lower FID (the `ddpm_batch` entry of `results/benchmarks.json`). The learning rate
+# The `cpu` profile's minibatches hold 64 images, not Ho et al.'s 128: over the first twelve minutes
+# twice as many steps of half the size reached a lower FID (the `ddpm_batch` entry of
+# `results/benchmarks.json`); over the whole budget the two ended level. The learning rate
 # ($5 \cdot 10^{-4}$ after 200 warm-up steps) and the EMA's decay (0.995, a memory of about 200
 # steps, short enough for a run of a few thousand) suit a short run. The `gpu` profile
 # trains a wider network on batches of 512 (at 128 images a step, a GPU spends most of its time

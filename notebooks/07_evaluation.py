@@ -151,7 +151,7 @@ class Row:
     nll: float | None = None
     nll_unit: str | None = None
     train_seconds: float | None = None
-    train_hardware: str | None = None  # where it was trained, from its checkpoint's record
+    train_hardware: str | None = None  # where it trained (its checkpoint's record)
     params: int | None = None
     checkpoint: str | None = None  # the published file the row measures
 
@@ -382,7 +382,8 @@ def fmt(value, spec):
 
 
 def trained(r: dict) -> str:
-    """Training minutes and where: "18.9 on CPU (2 threads)", "3.2 on GPU (NVIDIA H200)"."""
+    """Training minutes and where: "18.9 on CPU (2 threads)", "3.2 on GPU (NVIDIA
+    H200)"."""
     if r["train_seconds"] is None:
         return "–"
     kind, _, name = r["train_hardware"].partition(": ")

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             print("A machine that starts every command from a fresh copy of the repository must get back "
                   "what each command\npublished (checkpoints/, results/, book/notebooks/) before the "
                   "next, or a later notebook reads the old\ncheckpoints: there, run a notebook and those "
-                  "that read its checkpoints in one command (--only A B).")
+                  "that read its checkpoints in one command, naming them together.")
         return
     run_pipeline(args.root, profile, only=args.only, force=args.force)
 

@@ -395,7 +395,7 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 #
 # The `cpu` profile's minibatches hold 64 images, not Ho et al.'s 128: over the first twelve minutes
 # twice as many steps of half the size reached a lower FID (the `ddpm_batch` entry of
-# `results/benchmarks.json`); over the whole budget the two ended level. The learning rate
+# `results/benchmarks.json`); over the whole budget it did no better. The learning rate
 # ($5 \cdot 10^{-4}$ after 200 warm-up steps) and the EMA's decay (0.995, a memory of about 200
 # steps, short enough for a run of a few thousand) suit a short run. The `gpu` profile
 # trains a wider network on batches of 512 (at 128 images a step, a GPU spends most of its time

@@ -47,6 +47,7 @@ from genmodels.train import decay_to_zero, file_sha256, git_commit, hardware, po
 from genmodels.unet import UNet, UNetConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_BATCH = 128  # Ho et al.'s; ``--steps`` counts steps of this many images
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Recipe:
     decay_last: float = 0.0  # or: constant, then linear decay to zero over this last fraction of it
     ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94), or
     # several decays separated by spaces: one run keeps every average and scores each of them
-    batch: int = 128  # images per step; a recipe with a smaller batch takes proportionally more steps
+    batch: int = REFERENCE_BATCH  # images per step; a smaller batch takes proportionally more steps
 
 
 RECIPES = {
@@ -71,9 +72,9 @@ RECIPES = {
     "v-prediction + linear decay to zero over the last 20 %": Recipe(schedule="cosine", prediction="v",
                                                                      decay_last=0.2),
     "v-prediction, three EMA lengths": Recipe(schedule="cosine", prediction="v", ema="0.995 0.998 0.999"),
-    "v-prediction": Recipe(schedule="cosine", prediction="v"),
     "v-prediction, batch 64": Recipe(schedule="cosine", prediction="v", batch=64),
 }
+RECIPES["v-prediction"] = RECIPES["+ v-prediction"]  # the name the ddpm_batch section compares under
 
 
 def as_eps_model(network, schedule: NoiseSchedule, prediction: str):
@@ -83,10 +84,10 @@ def as_eps_model(network, schedule: NoiseSchedule, prediction: str):
 
 
 def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16):
-    """Train ``steps`` steps of 128 images' worth (more, smaller steps for a smaller batch: the same
-    images, so about the same time), scoring every ``evaluate_every`` such steps."""
+    """Train ``steps`` steps of REFERENCE_BATCH images' worth (more, smaller steps for a smaller batch:
+    the same images, so about the same time), scoring every ``evaluate_every`` such steps."""
     batch = recipe.batch
-    steps, evaluate_every = steps * 128 // batch, evaluate_every * 128 // batch
+    steps, evaluate_every = (n * REFERENCE_BATCH // batch for n in (steps, evaluate_every))
     torch.manual_seed(0)
     model = UNet(UNetConfig(channels=16))
     schedule = NoiseSchedule(kind=recipe.schedule)
@@ -210,7 +211,7 @@ def main() -> None:
         "hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
         "classifier_sha256": file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt"),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": args.steps,
-        "batch": 128, "bf16": args.bf16, "n_fid": args.n_fid, "fid_floor": round(floor, 3),
+        "batch": REFERENCE_BATCH, "bf16": args.bf16, "n_fid": args.n_fid, "fid_floor": round(floor, 3),
         "sampler": "DPM-Solver++(2M), 20 network calls, x0 clipped to [-1, 1]", "recipes": results,
     }
     write_json(path, stored)

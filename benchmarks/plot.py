@@ -76,11 +76,10 @@ def plot_gpu_run(gpu: dict, cpu: dict, path: Path) -> None:
             if not rows:
                 continue
             name = {"ddim": "DDIM, η = 1", "dpm": "DPM-Solver++(2M)", "ancestral": "Algorithm 2"}[family]
-            calls = [r["calls"] for r in rows]
-            axes[0].plot(calls, [r["fid"] for r in rows], marker=marker, color=color, ms=8 if family ==
-                         "ancestral" else 5, label=f"{name} ({record['profile']})")
-            axes[1].plot(calls, [r["seconds_per_1k"] for r in rows], marker=marker, color=color,
-                         ms=8 if family == "ancestral" else 5)
+            calls, style = [r["calls"] for r in rows], dict(marker=marker, color=color, ms=8 if
+                                                             family == "ancestral" else 5)
+            axes[0].plot(calls, [r["fid"] for r in rows], **style, label=f"{name} ({record['profile']})")
+            axes[1].plot(calls, [r["seconds_per_1k"] for r in rows], **style)
         axes[0].axhline(record["fid_floor"], color=color, ls="--", lw=1,
                         label=f"real images, N = {record['n_fid']:,} ({record['profile']})")
         axes[1].plot([], [], color=color, label=where)

@@ -4,13 +4,17 @@ changes the field found to pay most per unit of compute, each added to the one b
 Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--n-fid 1000] [--bf16]
 [--only NAME ...] [--section NAME] (measure only these recipes, written to their own section: curves
 measured at different times may use different classifiers, so a section is never mixed)
-Every recipe trains the same U-Net (the cpu profile's, 16 channels) from the same initial weights on
-the same batches for the same number of steps (equal steps are equal wall time: the changes cost
-nothing per step; a recipe with a smaller batch takes proportionally more steps, so the same number of
-images, in about the same time), and is scored every ``--evaluate-every`` steps by the book's FID (classifier
-features, N = ``--n-fid`` samples from DPM-Solver++(2M) with 20 network calls, against the 10,000 test
-images; the floor is N real training images), and by the share of those samples that the classifier
-calls a digit with confidence above 0.9 ("legible"). Prints and writes results/benchmarks.json
+[--minutes M] (stop each recipe after M minutes of training) [--compare SECTION/NAME ...] (also draw
+curves stored by an earlier run, when its classifier and N are the same)
+Every recipe trains the same U-Net (the cpu profile's, 16 channels, unless the recipe names another
+width) from the same initial weights (at one width) on the same batches for the same number of steps
+(equal steps are equal wall time: the changes cost nothing per step; a recipe with a smaller batch
+takes proportionally more steps, so the same number of images, in about the same time; a wider network
+costs more per step, and ``--minutes`` then compares at equal time), and is scored every
+``--evaluate-every`` steps by the book's FID (classifier features, N = ``--n-fid`` samples from
+DPM-Solver++(2M) with 20 network calls, against the 10,000 test images; the floor is N real training
+images), and by the share of those samples that the classifier calls a digit with confidence above
+0.9 ("legible"). Prints and writes results/benchmarks.json
 ("ddpm_recipes") and results/ddpm_recipes.png (FID against training minutes). Not a test.
 """
 
@@ -60,6 +64,7 @@ class Recipe:
     ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94), or
     # several decays separated by spaces: one run keeps every average and scores each of them
     batch: int = REFERENCE_BATCH  # images per step; a smaller batch takes proportionally more steps
+    channels: int = 16  # the U-Net's width at the first level (the cpu profile's is 16)
 
 
 RECIPES = {
@@ -73,6 +78,7 @@ RECIPES = {
                                                                      decay_last=0.2),
     "v-prediction, three EMA lengths": Recipe(schedule="cosine", prediction="v", ema="0.995 0.998 0.999"),
     "v-prediction, batch 64": Recipe(schedule="cosine", prediction="v", batch=64),
+    "v-prediction, batch 64, 24 channels": Recipe(schedule="cosine", prediction="v", batch=64, channels=24),
 }
 RECIPES["v-prediction"] = RECIPES["+ v-prediction"]  # the name the ddpm_batch section compares under
 
@@ -83,13 +89,14 @@ def as_eps_model(network, schedule: NoiseSchedule, prediction: str):
     return lambda xt, t: predict_eps_from_v(schedule, xt, t, network(xt, t))
 
 
-def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16):
+def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, minutes=None):
     """Train ``steps`` steps of REFERENCE_BATCH images' worth (more, smaller steps for a smaller batch:
-    the same images, so about the same time), scoring every ``evaluate_every`` such steps."""
+    the same images, so about the same time), scoring every ``evaluate_every`` such steps, and at the
+    end; or stop, scored, once ``minutes`` of training have passed."""
     batch = recipe.batch
     steps, evaluate_every = (n * REFERENCE_BATCH // batch for n in (steps, evaluate_every))
     torch.manual_seed(0)
-    model = UNet(UNetConfig(channels=16))
+    model = UNet(UNetConfig(channels=recipe.channels))
     schedule = NoiseSchedule(kind=recipe.schedule)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     warmup = 200
@@ -129,7 +136,8 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16):
             ema.update_parameters(model)
         seconds += time.perf_counter() - started
         losses.append(loss.item())
-        if (step + 1) % evaluate_every == 0 or step + 1 == steps:
+        out_of_time = minutes is not None and seconds >= 60 * minutes
+        if (step + 1) % evaluate_every == 0 or step + 1 == steps or out_of_time:
             scores = {decay: score(as_eps_model(ema.module.eval(), schedule, recipe.prediction),
                                    schedule, bf16) for decay, ema in emas.items()}
             fids = {decay: round(fid, 3) for decay, (fid, _) in scores.items()}
@@ -142,6 +150,8 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16):
             curve.append(point)
             print(f"    step {step + 1:5d}  {seconds / 60:5.1f} min  FID {fids}  "
                   f"legible {point['legible']:.3f}", flush=True)
+        if out_of_time:
+            break
     return curve
 
 
@@ -153,9 +163,22 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="train and sample under bf16 autocast")
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), metavar="NAME",
                         help="measure only these recipes (default: all)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop each recipe after this many minutes of training (scored there)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="SECTION/NAME",
+                        help="also draw these curves stored by an earlier run (same classifier and N only)")
     parser.add_argument("--section", default="ddpm_recipes",
                         help="the entry of results/benchmarks.json (and results/NAME.png) to write")
     args = parser.parse_args()
+    path = ROOT / "results" / "benchmarks.json"
+    classifier_sha256 = file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt")
+    compared = {}  # curves of earlier runs to draw beside these, checked before any training
+    for reference_name in args.compare:
+        section, name = reference_name.split("/", 1)
+        earlier = json.loads(path.read_text())[section]
+        if earlier.get("classifier_sha256") != classifier_sha256 or earlier["n_fid"] != args.n_fid:
+            raise SystemExit(f"{reference_name} was scored with another classifier or N: not comparable")
+        compared[f"{name} ({section})"] = earlier["recipes"][name]
     data = load_mnist(train=True).data.float().div(127.5).sub(1)[:, None]  # (60000, 1, 28, 28) in [-1, 1]
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
     test = load_mnist(train=False).data
@@ -187,16 +210,18 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         print(f"  {name}", flush=True)
-        curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16)
+        curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16, args.minutes)
         results[name] = {"recipe": asdict(recipe), "curve": curve}
 
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, result in results.items():
+    for name, result in [*results.items(), *compared.items()]:
         curve = result["curve"]
         minutes = [p["train_minutes"] for p in curve]
         for decay in curve[0].get("fid_by_ema", {None: None}):
             fids = [p["fid_by_ema"][decay] if decay else p["fid"] for p in curve]
-            ax.plot(minutes, fids, "o-", label=f"{name}: EMA {decay}" if decay else name)
+            ax.plot(minutes, fids, "o-" if name in results else "s--",
+                    label=f"{name}: EMA {decay}" if decay else name)
     ax.axhline(floor, color="gray", ls="--", label=f"real images, N = {args.n_fid}")
     ax.set_yscale("log")
     ax.set_xlabel(f"training minutes ({hardware('cpu')})")
@@ -205,14 +230,15 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(ROOT / "results" / f"{args.section}.png", dpi=120)
 
-    path = ROOT / "results" / "benchmarks.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[args.section] = {
         "hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
-        "classifier_sha256": file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt"),
+        "classifier_sha256": classifier_sha256,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": args.steps,
         "batch": REFERENCE_BATCH, "bf16": args.bf16, "n_fid": args.n_fid, "fid_floor": round(floor, 3),
         "sampler": "DPM-Solver++(2M), 20 network calls, x0 clipped to [-1, 1]", "recipes": results,
+        **({"minutes": args.minutes} if args.minutes else {}),
+        **({"compared_with": args.compare} if args.compare else {}),
     }
     write_json(path, stored)
     print(f"written to {path} ({args.section}) and results/{args.section}.png")

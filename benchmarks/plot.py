@@ -1,6 +1,7 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png and
-results/training_throughput.png; and results/ddpm_gpu_run.png, the record of the gpu profile's DDPM
-run (results/gpu-h200/ddpm.json) beside the published cpu profile's (checkpoints/ddpm.json).
+results/training_throughput.png; and results/ddpm_profiles.png, the DDPM notebook's runs side by side
+from their checkpoint records: the published one (checkpoints/ddpm.json, the gpu profile), the gpu
+profile's first run (results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -63,35 +64,49 @@ def plot_training_throughput(throughput: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_gpu_run(gpu: dict, cpu: dict, path: Path) -> None:
-    """FID and sampling time against network calls for each sampler, from two DDPM notebook records
-    (one per profile), each with its own floor: the sample counts differ, and FID's bias with them."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for record, color in ((gpu, "tab:red"), (cpu, "tab:blue")):
-        where = (f"{record['profile']}: {record['params'] / 1e6:.2f} M parameters, "
+def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> None:
+    """The DDPM notebook's checkpoint records side by side, one colour per run: FID against training
+    minutes as each run scored itself (left), FID against network calls per sampler (middle) and
+    seconds per 1,000 samples (right). Each run is scored at its own sample count, so each has its
+    own floor of real images (dashed): FID's bias depends on the count."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    names = {"ddim": "DDIM, η = 1", "dpm": "DPM-Solver++(2M)", "ancestral": "Algorithm 2"}
+    markers = {"ddim": "o", "dpm": "s", "ancestral": "*"}
+    for label, record, color in records:
+        where = (f"{label}: {record['params'] / 1e6:.2f} M parameters, batch {record['batch_size']}, "
                  f"{record['train_seconds'] / 60:.1f} training min on {record['hardware']}")
-        for family, marker in (("ddim", "o"), ("dpm", "s"), ("ancestral", "*")):
+        scored = [h for h in record["history"] if "fid_dpm20" in h]
+        if scored:
+            axes[0].plot([h["seconds"] / 60 for h in scored], [h["fid_dpm20"] for h in scored],
+                         marker="o", ms=3, color=color)
+        for family, marker in markers.items():
             rows = [r for r in record["samplers"] if r["family"] == family
                     and (family != "ddim" or r["eta"] == 1.0)]
             if not rows:
                 continue
-            name = {"ddim": "DDIM, η = 1", "dpm": "DPM-Solver++(2M)", "ancestral": "Algorithm 2"}[family]
             calls, style = [r["calls"] for r in rows], dict(marker=marker, color=color, ms=8 if
                                                              family == "ancestral" else 5)
-            axes[0].plot(calls, [r["fid"] for r in rows], **style, label=f"{name} ({record['profile']})")
-            axes[1].plot(calls, [r["seconds_per_1k"] for r in rows], **style)
-        axes[0].axhline(record["fid_floor"], color=color, ls="--", lw=1,
-                        label=f"real images, N = {record['n_fid']:,} ({record['profile']})")
-        axes[1].plot([], [], color=color, label=where)
+            axes[1].plot(calls, [r["fid"] for r in rows], **style)
+            axes[2].plot(calls, [r["seconds_per_1k"] for r in rows], **style)
+        for ax in axes[:2]:
+            ax.axhline(record["fid_floor"], color=color, ls="--", lw=1)
+        axes[0].plot([], [], color=color, label=where)
+    axes[0].set_xlabel("training minutes")
+    axes[0].set_ylabel("FID, DPM-Solver++(2M), 20 calls")
+    axes[0].set_title("time to quality (dashed: real images, same N)", fontsize=9)
     for ax in axes:
-        ax.set_xscale("log")
         ax.set_yscale("log")
+    for ax in axes[1:]:
+        ax.set_xscale("log")
         ax.set_xlabel("network calls per sample")
-    axes[0].set_ylabel("FID (classifier features)")
-    axes[1].set_ylabel("seconds per 1,000 samples")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    axes[0].set_xscale("log")
+    axes[1].set_ylabel("FID (classifier features)")
+    axes[2].set_ylabel("seconds per 1,000 samples")
+    for family, marker in markers.items():
+        axes[1].plot([], [], marker=marker, color="tab:gray", ls="-", label=names[family])
+    axes[1].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     fig.savefig(path, dpi=120)
 
 
@@ -102,13 +117,12 @@ def main() -> None:
     if "training_throughput" in stored:
         plot_training_throughput(stored["training_throughput"], ROOT / "results" / "training_throughput.png")
         print("written results/training_throughput.png")
-    gpu_record = ROOT / "results" / "gpu-h200" / "ddpm.json"
-    if gpu_record.exists():
-        plot_gpu_run(json.loads(gpu_record.read_text()),
-                     json.loads((ROOT / "checkpoints" / "ddpm.json").read_text()),
-                     ROOT / "results" / "ddpm_gpu_run.png")
-        print("written results/ddpm_gpu_run.png")
-
+    runs = [("cpu profile", ROOT / "results" / "cpu-xeon" / "ddpm.json", "tab:blue"),
+            ("gpu profile, first run", ROOT / "results" / "gpu-h200" / "ddpm.json", "tab:orange"),
+            ("gpu profile, published", ROOT / "checkpoints" / "ddpm.json", "tab:red")]
+    records = [(label, json.loads(path.read_text()), color) for label, path, color in runs if path.exists()]
+    plot_profile_runs(records, ROOT / "results" / "ddpm_profiles.png")
+    print("written results/ddpm_profiles.png")
 
 if __name__ == "__main__":
     main()

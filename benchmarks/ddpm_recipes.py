@@ -5,7 +5,8 @@ Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--
 [--only NAME ...] [--section NAME] (measure only these recipes, written to their own section: curves
 measured at different times may use different classifiers, so a section is never mixed)
 [--minutes M] (stop each recipe after M minutes of training) [--compare SECTION/NAME ...] (also draw
-curves stored by an earlier run, when its classifier and N are the same)
+curves stored by an earlier run, when its classifier and N are the same) [--add] (add these recipes to
+the section's stored ones, which must have been scored the same way, instead of replacing them)
 Every recipe trains the same U-Net (the cpu profile's, 16 channels, unless the recipe names another
 width) from the same initial weights (at one width) on the same batches for the same number of steps
 (equal steps are equal wall time: the changes cost nothing per step; a recipe with a smaller batch
@@ -167,6 +168,8 @@ def main() -> None:
                         help="stop each recipe after this many minutes of training (scored there)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="SECTION/NAME",
                         help="also draw these curves stored by an earlier run (same classifier and N only)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the section's stored recipes (same classifier, N and precision)")
     parser.add_argument("--section", default="ddpm_recipes",
                         help="the entry of results/benchmarks.json (and results/NAME.png) to write")
     args = parser.parse_args()
@@ -179,6 +182,13 @@ def main() -> None:
         if earlier.get("classifier_sha256") != classifier_sha256 or earlier["n_fid"] != args.n_fid:
             raise SystemExit(f"{reference_name} was scored with another classifier or N: not comparable")
         compared[f"{name} ({section})"] = earlier["recipes"][name]
+    kept = {}  # with --add, the section's stored recipes, which this run's join
+    if args.add:
+        earlier = json.loads(path.read_text()).get(args.section) if path.exists() else None
+        if earlier is None or (earlier.get("classifier_sha256"), earlier["n_fid"], earlier["bf16"]) != (
+                classifier_sha256, args.n_fid, args.bf16):
+            raise SystemExit(f"--add: no section {args.section} scored with this classifier, N and precision")
+        kept = {name: result for name, result in earlier["recipes"].items() if name not in (args.only or ())}
     data = load_mnist(train=True).data.float().div(127.5).sub(1)[:, None]  # (60000, 1, 28, 28) in [-1, 1]
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
     test = load_mnist(train=False).data
@@ -211,7 +221,9 @@ def main() -> None:
             continue
         print(f"  {name}", flush=True)
         curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16, args.minutes)
-        results[name] = {"recipe": asdict(recipe), "curve": curve}
+        results[name] = {"recipe": asdict(recipe), "curve": curve, "commit": git_commit(),
+                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results = {**kept, **results}
 
 
     fig, ax = plt.subplots(figsize=(7, 4))

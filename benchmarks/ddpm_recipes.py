@@ -3,7 +3,8 @@ changes the field found to pay most per unit of compute, each added to the one b
 
 Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--n-fid 1000] [--bf16]
 [--only NAME ...] [--section NAME] (measure only these recipes, written to their own section: curves
-measured at different times may use different classifiers, so a section is never mixed)
+measured at different times may use different classifiers, so a section mixes runs only with --add,
+and only runs scored the same way)
 [--minutes M] (stop each recipe after M minutes of training) [--compare SECTION/NAME ...] (also draw
 curves stored by an earlier run, when its classifier and N are the same) [--add] (add these recipes to
 the section's stored ones, which must have been scored the same way, instead of replacing them)
@@ -15,8 +16,9 @@ costs more per step, and ``--minutes`` then compares at equal time), and is scor
 ``--evaluate-every`` steps by the book's FID (classifier features, N = ``--n-fid`` samples from
 DPM-Solver++(2M) with 20 network calls, against the 10,000 test images; the floor is N real training
 images), and by the share of those samples that the classifier calls a digit with confidence above
-0.9 ("legible"). Prints and writes results/benchmarks.json
-("ddpm_recipes") and results/ddpm_recipes.png (FID against training minutes). Not a test.
+0.9 ("legible"). Prints and writes the section of results/benchmarks.json ("ddpm_recipes" unless
+--section names another) and its figure, results/SECTION.png (FID against training minutes). Not a
+test.
 """
 
 from __future__ import annotations
@@ -224,7 +226,6 @@ def main() -> None:
         results[name] = {"recipe": asdict(recipe), "curve": curve, "commit": git_commit(),
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results = {**kept, **results}
-
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, result in [*results.items(), *compared.items()]:

@@ -6,8 +6,8 @@ Run: python benchmarks/ddpm_recipes.py [--steps 1500] [--evaluate-every 500] [--
 measured at different times may use different classifiers, so a section mixes runs only with --add,
 and only runs scored the same way)
 [--minutes M] (stop each recipe after M minutes of training) [--compare SECTION/NAME ...] (also draw
-curves stored by an earlier run, when its classifier and N are the same) [--add] (add these recipes to
-the section's stored ones, which must have been scored the same way, instead of replacing them)
+curves stored by an earlier run scored the same way) [--add] (add these recipes to the section's
+stored ones, which must have been scored the same way, instead of replacing them)
 Every recipe trains the same U-Net (the cpu profile's, 16 channels, unless the recipe names another
 width) from the same initial weights (at one width) on the same batches for the same number of steps
 (equal steps are equal wall time: the changes cost nothing per step; a recipe with a smaller batch
@@ -158,6 +158,44 @@ def train_and_score(recipe: Recipe, data, score, steps, evaluate_every, bf16, mi
     return curve
 
 
+def scoring(section: dict) -> tuple:
+    """What makes two sections' FIDs comparable: the classifier, the sample count and the precision."""
+    return section.get("classifier_sha256"), section.get("n_fid"), section.get("bf16")
+
+
+def earlier_curves(stored: dict, this_scoring: tuple, compare: list[str], add_to: str | None = None,
+                   only: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """From the stored benchmark sections, the curves named ``SECTION/NAME`` in ``compare`` (to draw
+    beside this run's), and with ``add_to`` that section's recipes other than ``only`` (to keep beside
+    them); each must have been scored as this run is (``scoring``), or the comparison would mislead."""
+    def alike(section_name: str, why: str) -> dict:
+        if section_name not in stored:
+            raise SystemExit(f"{why}: results/benchmarks.json has no section {section_name!r}; stored: "
+                             f"{', '.join(sorted(stored)) or 'none'}")
+        section = stored[section_name]
+        if scoring(section) != this_scoring:
+            def told(values: tuple) -> str:
+                return "classifier {:.12}, N = {}, bf16 {}".format(*(str(v) for v in values))
+            raise SystemExit(f"{why}: section {section_name!r} was scored with {told(scoring(section))}, "
+                             f"this run with {told(this_scoring)}; match them (--n-fid, --bf16) "
+                             "or leave it out")
+        return section
+
+    compared = {}
+    for reference in compare:
+        section_name, slash, name = reference.partition("/")
+        recipes = alike(section_name, f"--compare {reference}")["recipes"]
+        if not slash or name not in recipes:
+            raise SystemExit(f"--compare {reference}: name a curve as SECTION/NAME; {section_name!r} "
+                             f"stores {', '.join(sorted(recipes))}")
+        compared[f"{name} ({section_name})"] = recipes[name]
+    kept = {}
+    if add_to is not None:
+        stored_recipes = alike(add_to, "--add")["recipes"]
+        kept = {name: result for name, result in stored_recipes.items() if name not in only}
+    return compared, kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
@@ -169,7 +207,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop each recipe after this many minutes of training (scored there)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="SECTION/NAME",
-                        help="also draw these curves stored by an earlier run (same classifier and N only)")
+                        help="also draw these curves stored by an earlier run (scored the same way only)")
     parser.add_argument("--add", action="store_true",
                         help="keep the section's stored recipes (same classifier, N and precision)")
     parser.add_argument("--section", default="ddpm_recipes",
@@ -177,20 +215,11 @@ def main() -> None:
     args = parser.parse_args()
     path = ROOT / "results" / "benchmarks.json"
     classifier_sha256 = file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt")
-    compared = {}  # curves of earlier runs to draw beside these, checked before any training
-    for reference_name in args.compare:
-        section, name = reference_name.split("/", 1)
-        earlier = json.loads(path.read_text())[section]
-        if earlier.get("classifier_sha256") != classifier_sha256 or earlier["n_fid"] != args.n_fid:
-            raise SystemExit(f"{reference_name} was scored with another classifier or N: not comparable")
-        compared[f"{name} ({section})"] = earlier["recipes"][name]
-    kept = {}  # with --add, the section's stored recipes, which this run's join
-    if args.add:
-        earlier = json.loads(path.read_text()).get(args.section) if path.exists() else None
-        if earlier is None or (earlier.get("classifier_sha256"), earlier["n_fid"], earlier["bf16"]) != (
-                classifier_sha256, args.n_fid, args.bf16):
-            raise SystemExit(f"--add: no section {args.section} scored with this classifier, N and precision")
-        kept = {name: result for name, result in earlier["recipes"].items() if name not in (args.only or ())}
+    # checked before any training: curves of earlier runs to draw beside these, and with --add the
+    # section's stored recipes, which this run's join
+    compared, kept = earlier_curves(json.loads(path.read_text()) if path.exists() else {},
+                                    (classifier_sha256, args.n_fid, args.bf16), args.compare,
+                                    args.section if args.add else None, args.only or ())
     data = load_mnist(train=True).data.float().div(127.5).sub(1)[:, None]  # (60000, 1, 28, 28) in [-1, 1]
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
     test = load_mnist(train=False).data

@@ -64,7 +64,7 @@ def plot_training_throughput(throughput: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> None:
+def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.Figure:
     """The DDPM notebook's checkpoint records side by side, one colour per run: FID against training
     minutes as each run scored itself (left), FID against network calls per sampler (middle) and
     seconds per 1,000 samples (right). Each run is scored at its own sample count, so each has its
@@ -108,6 +108,7 @@ def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> None:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.17, 1, 1))
     fig.savefig(path, dpi=120)
+    return fig
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""The benchmark scripts' own logic, on stored records (the measurements themselves are not tests)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    return load("ddpm_recipes")
+
+
+SCORED = ("abc", 1000, True)  # classifier hash, N, bf16
+STORED = {
+    "batch": {"classifier_sha256": "abc", "n_fid": 1000, "bf16": True,
+              "recipes": {"a": {"curve": [1]}, "b": {"curve": [2]}}},
+    "old": {"classifier_sha256": "other", "n_fid": 1000, "bf16": True, "recipes": {"a": {"curve": [3]}}},
+}
+
+
+def test_earlier_curves_draws_and_keeps_only_what_was_scored_the_same_way(recipes):
+    compared, kept = recipes.earlier_curves(STORED, SCORED, ["batch/a"], add_to="batch", only=("b",))
+    assert compared == {"a (batch)": {"curve": [1]}}
+    assert kept == {"a": {"curve": [1]}}  # "b" is measured again by this run, so not kept
+    assert recipes.earlier_curves(STORED, SCORED, []) == ({}, {})
+
+
+@pytest.mark.parametrize("compare, add_to, message", [
+    (["old/a"], None, "scored with classifier other, N = 1000, bf16 True, this run with classifier abc"),
+    (["missing/a"], None, "no section 'missing'; stored: batch, old"),
+    (["batch"], None, "SECTION/NAME; 'batch' stores a, b"),
+    (["batch/c"], None, "SECTION/NAME; 'batch' stores a, b"),
+    ([], "old", "--add: section 'old' was scored with classifier other"),
+    ([], "new", "--add: results/benchmarks.json has no section 'new'"),
+])
+def test_earlier_curves_refuses_what_cannot_be_compared_and_says_why(recipes, compare, add_to, message):
+    with pytest.raises(SystemExit, match=message):
+        recipes.earlier_curves(STORED, SCORED, compare, add_to=add_to)
+
+
+def test_the_profile_figure_draws_each_run_that_scored_itself(tmp_path):
+    plot = load("plot")
+    runs = [("cpu", ROOT / "results" / "cpu-xeon" / "ddpm.json"), ("first", ROOT / "results" / "gpu-h200" /
+            "ddpm.json"), ("published", ROOT / "checkpoints" / "ddpm.json")]
+    records = [(label, json.loads(path.read_text()), color) for (label, path), color
+               in zip(runs, ("tab:blue", "tab:orange", "tab:red"), strict=True)]
+    fig = plot.plot_profile_runs(records, tmp_path / "runs.png")
+    assert (tmp_path / "runs.png").stat().st_size > 0
+    time_to_quality = fig.axes[0]
+    drawn = [line for line in time_to_quality.get_lines()
+             if len(line.get_xdata()) and line.get_linestyle() == "-"]  # not the dashed floors
+    assert len(drawn) == 2  # the first H200 run was never scored while it trained
+    published = drawn[-1]
+    history = [h for h in records[2][1]["history"] if "fid_dpm20" in h]
+    assert list(published.get_ydata()) == [h["fid_dpm20"] for h in history]
+    assert published.get_xdata()[-1] == pytest.approx(history[-1]["seconds"] / 60)

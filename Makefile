@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: book test install data results sync lint clean help
+.PHONY: book test install data results gpu-dry sync lint clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -17,6 +17,8 @@ help:
 	@echo "make test                 unit tests, then every notebook in the smoke profile (pytest --nbval)"
 	@echo "make results PROFILE=cpu  re-run the notebooks that changed (smoke|cpu|gpu|auto), resuming"
 	@echo "                          (smoke runs go to book/_build/smoke/, never over the published copies)"
+	@echo "make gpu-dry              every notebook with the gpu profile's shapes and settings for a handful"
+	@echo "                          of steps, on the CPU, publishing nothing (part of make test)"
 	@echo "make sync                 pair notebooks/*.ipynb with their .py text form (jupytext)"
 
 $(STAMP): pyproject.toml requirements-lock.txt requirements-data.txt
@@ -50,6 +52,12 @@ test: $(STAMP) data
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 	GENMODELS_PROFILE=smoke TQDM_DISABLE=1 $(VENV)/bin/pytest --nbval -p no:cacheprovider notebooks/
+	$(MAKE) --no-print-directory gpu-dry
+
+# The gpu profile's widths, batch sizes and settings, checked on the CPU before a GPU is lent: see
+# src/genmodels/dryrun.py. Executed copies and timings go to book/_build/gpu-dry/.
+gpu-dry: $(STAMP) data
+	$(PY) -m genmodels.pipeline --profile gpu-dry
 
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb

@@ -9,7 +9,8 @@ nothing else. A change to ``src/genmodels`` alone re-runs nothing: name the note
 smoke profile) is written after every notebook, so an interruption costs at most the notebook it
 happened in, and that notebook resumes from its own saved state in ``runs/``.
 
-Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFILE=cpu`` runs).
+Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFILE=cpu`` runs);
+``--profile gpu-dry`` checks the gpu profile's shapes and settings on the CPU (``genmodels.dryrun``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from pathlib import Path
 
 from genmodels.train import file_sha256, hardware, resolve_profile, write_json
 
-__all__ = ["STEPS", "Step", "code_meaning", "main", "notebook_key", "plan", "run_pipeline"]
+__all__ = [
+    "STEPS", "Step", "code_meaning", "execute_notebook", "main", "notebook_key", "plan", "run_pipeline"
+]
 
 
 @dataclass(frozen=True)
@@ -145,18 +148,26 @@ print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
     """Run one notebook with papermill in a child process; the executed copy appears atomically."""
     out_dir = _executed_dir(root, profile)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final, temporary = out_dir / f"{step.notebook}.ipynb", out_dir / f".{step.notebook}.tmp.ipynb"
-    source = root / "notebooks" / f"{step.notebook}.ipynb"
-    command = [sys.executable, "-c", _RUNNER, str(source), str(temporary), profile, str(root / "notebooks"),
-               str(timeout)]
+    return execute_notebook(root / "notebooks" / f"{step.notebook}.ipynb", out_dir / f"{step.notebook}.ipynb",
+                            profile, cwd=root / "notebooks", timeout=timeout, name=step.notebook)
+
+
+def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, timeout: int,
+                     env: dict[str, str] | None = None, name: str = "") -> dict:
+    """Execute ``source`` with papermill (parameter ``profile``) in a child process, in ``cwd``,
+    within ``timeout`` seconds; ``target`` appears only when it succeeds. Returns its wall time, peak
+    memory and the executed copy's hash."""
+    name = name or source.stem
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.stem}.tmp.ipynb")
+    command = [sys.executable, "-c", _RUNNER, str(source), str(temporary), profile, str(cwd), str(timeout)]
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=timeout + 120,
-                              capture_output=True, text=True)
+        done = subprocess.run(command, env={**os.environ, **(env or {}), "TQDM_DISABLE": "1"},
+                              timeout=timeout + 120, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         temporary.unlink(missing_ok=True)
-        raise SystemExit(f"{step.notebook} ran past its {timeout} s limit and was stopped; its saved state "
+        raise SystemExit(f"{name} ran past its {timeout} s limit and was stopped; its saved state "
                          "in runs/ (if any) lets the next run resume it") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -165,12 +176,12 @@ def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
     if done.returncode != 0:
         temporary.unlink(missing_ok=True)
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise SystemExit(f"{step.notebook} failed after {seconds:.0f} s; the published copy is unchanged.\n"
+        raise SystemExit(f"{name} failed after {seconds:.0f} s; the published copy is unchanged.\n"
                          f"{tail}")
-    os.replace(temporary, final)
+    os.replace(temporary, target)
     peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))
     return {"wall_seconds": round(seconds, 1), "peak_memory_mb": round(peak / 1024, 1),
-            "executed": file_sha256(final)}
+            "executed": file_sha256(target)}
 
 
 @contextlib.contextmanager
@@ -322,7 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m genmodels.pipeline",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=None,
-                        help="smoke, cpu, gpu or auto (default: $GENMODELS_PROFILE, else auto)")
+                        help="smoke, cpu, gpu or auto (default: $GENMODELS_PROFILE, else auto); "
+                             "gpu-dry: every notebook with the gpu profile's shapes and settings for a "
+                             "handful of steps, on the CPU, publishing nothing (see genmodels.dryrun)")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these, if they are stale")
     parser.add_argument("--force", nargs="+", metavar="NOTEBOOK", help="run these even if unchanged")
     parser.add_argument("--all", action="store_true", help="gpu: run every stale notebook in one command")
@@ -331,6 +344,16 @@ def main(argv: list[str] | None = None) -> None:
                              "their executed copies (what their code runs unchanged)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
+    if args.profile is not None and args.profile.strip().lower() == "gpu-dry":
+        from genmodels.dryrun import run_gpu_dry
+
+        if args.force or args.all or args.refresh_markdown:
+            parser.error("gpu-dry runs every notebook (or those named with --only) every time: it takes "
+                         "no --force, --all or --refresh-markdown")
+        record = run_gpu_dry(args.root, only=args.only)
+        print(f"gpu-dry: {len(record['notebooks'])} notebook(s) in {record['wall_seconds']:.0f} s; "
+              f"executed copies in {args.root / 'book/_build/gpu-dry'}")
+        return
     profile = resolve_profile(args.profile)
     if args.refresh_markdown:
         for notebook in args.refresh_markdown:

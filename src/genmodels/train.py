@@ -269,12 +269,14 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refuse_protected(path: Path) -> None:
-    """Under the test suite the published folders are listed in $GENMODELS_PROTECTED_DIRS."""
+    """Under the test suite and the gpu-dry run the published folders are listed in
+    $GENMODELS_PROTECTED_DIRS."""
     for folder in filter(None, os.environ.get(PROTECTED, "").split(os.pathsep)):
         if path.resolve().is_relative_to(Path(folder).resolve()):
             raise PermissionError(
                 f"refusing to write {path}: {folder} is protected in this run (${PROTECTED}, set by the "
-                "test suite, which never changes published files). Publish with `make results PROFILE=...`"
+                "test suite and the gpu-dry run, which never change published files). Publish with "
+                "`make results PROFILE=...`"
             )
 
 

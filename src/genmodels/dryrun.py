@@ -1,0 +1,257 @@
+"""`make gpu-dry`: every notebook with the gpu profile's shapes and settings, for a handful of steps,
+on the CPU.
+
+The gpu profile runs only where a GPU is lent, and then against the clock; its network widths, batch
+sizes and learning-rate settings appear in no run that CI makes. A dry run finds, in CI and without
+CUDA, the mistakes that do not need CUDA to show: a width a layer cannot take, a batch that does not
+divide as the code assumes, a key missing from the gpu profile's table, the peak memory of the gpu
+batch sizes.
+
+Each notebook's *profile tables* (``{"smoke": ..., "cpu": ..., "gpu": ...}[profile]``) are rewritten
+before it runs: every entry that sets how long a run lasts (a count: ``COUNTS``) keeps the smoke
+profile's value, every other entry (a shape or a setting: ``SETTINGS``) takes the gpu profile's. An
+entry that is in neither list stops the dry run with a message naming it, so that a new size is
+classified when it is added. The notebook otherwise runs as the smoke profile does: it writes only to
+scratch folders, publishes nothing, and ``checkpoints/``, ``results/`` and ``book/notebooks/`` are
+protected (``$GENMODELS_PROTECTED_DIRS``), so that an attempt to write there fails the run. The
+executed copies and ``pipeline.json`` (wall time and peak memory of each notebook) go to
+``book/_build/gpu-dry/``.
+
+Usage: ``python -m genmodels.pipeline --profile gpu-dry`` (what ``make gpu-dry`` runs).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from genmodels.train import PROTECTED, hardware, write_json
+
+__all__ = ["COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "run_gpu_dry"]
+
+PROFILE_KEYS = ("smoke", "cpu", "gpu")
+# Entries of the profile tables that set how long a run lasts: the dry run keeps the smoke values.
+COUNTS = frozenset({
+    "n_toy", "n_kl_steps",  # 01_data
+    "n_train", "epochs", "epochs_2d", "n_test_nll", "refine_steps",  # 02_vae (and others)
+    "toy_iterations", "w1_samples", "iterations", "clip_minutes", "gp_minutes", "log_every",  # 03_wgan
+    "train_minutes", "fid_every", "n_grid", "n_fid", "n_nll",  # 04_ddpm
+    "chain_steps", "dsm_steps", "frames", "calls",  # 05_langevin
+    "n_samples", "ddpm_calls",  # 07_evaluation
+})
+# Entries that set shapes and settings: the dry run takes the gpu values.
+SETTINGS = frozenset({
+    "iwae_k",  # 02_vae: importance samples per image, the largest batch the VAE's decoder sees
+    "clip_channels", "gp_channels",  # 03_wgan
+    "batch_size", "channels", "blocks_per_level", "learning_rate", "warmup_steps", "ema_decay",
+    "batch",  # 04_ddpm
+    "particles",  # 05_langevin
+})
+# Counts smaller than the smoke profile's, where the smoke count at the gpu width would take minutes:
+# the DDPM chapter's grid of eight samplers makes about 1,165 network calls per image, each ~13 ms for
+# the gpu profile's 64-channel U-Net on two CPU cores; one epoch is one step of 512 images.
+FEWER = {
+    "04_ddpm": dict(epochs=1, n_grid=1),
+}
+# Where a dry run stops. The DDPM chapter's sampler comparison costs what no entry of its table sets:
+# 13 samplers (about 1,250 network calls per image) on at least 129 images, since FID's covariance of
+# 128 features needs more images than features (its whole dry run took 10 minutes). The rest of the
+# Langevin chapter reads no setting (only counts, and the published DDPM), so its smoke run covers it.
+STOP_BEFORE = {
+    "04_ddpm": "## 5. How good, and how fast?",
+    "05_langevin": "## 5. Learning the score by denoising",
+}
+DRY_DIR = "book/_build/gpu-dry"
+HELPER = "_gpu_dry"  # the name the rewritten notebook calls
+
+
+class DryRunError(ValueError):
+    """A notebook's profile table cannot be rewritten for a dry run."""
+
+
+def gpu_dry(name: str, table: dict, fewer: dict | None = None):
+    """The dry run's value of the profile table assigned to ``name``: for a table of dicts, the gpu
+    profile's dict with every count replaced by the smoke profile's (or by ``fewer``'s); for a table
+    of single values, the smoke value when ``name`` is a count and the gpu value when it is a setting."""
+    smoke, gpu, fewer = table["smoke"], table["gpu"], fewer or {}
+    if not isinstance(gpu, dict):
+        return fewer.get(name, smoke) if _kind(name) == "count" else gpu
+    if set(smoke) != set(gpu):
+        raise DryRunError(f"{name}: the smoke and gpu profiles set different entries "
+                          f"({sorted(set(smoke) ^ set(gpu))}); give every profile the same ones")
+    return {key: fewer.get(key, smoke[key]) if _kind(key) == "count" else gpu[key] for key in gpu}
+
+
+def _kind(name: str) -> str:
+    if name in COUNTS:
+        return "count"
+    if name in SETTINGS:
+        return "setting"
+    raise DryRunError(
+        f"profile entry {name!r} is neither a count nor a setting: add it to COUNTS (the dry run keeps "
+        "the smoke profile's value) or to SETTINGS (it takes the gpu profile's) in genmodels/dryrun.py"
+    )
+
+
+def _is_profile_table(node: ast.AST) -> bool:
+    if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict)
+            and isinstance(node.slice, ast.Name) and node.slice.id == "profile"):
+        return False
+    keys = [key.value if isinstance(key, ast.Constant) else None for key in node.value.keys]
+    return len(keys) == len(PROFILE_KEYS) and set(keys) == set(PROFILE_KEYS)
+
+
+class _Rewrite(ast.NodeTransformer):
+    """``name = {...}[profile]`` becomes ``name = _gpu_dry("name", {...}, fewer)``."""
+
+    def __init__(self, fewer: dict) -> None:
+        self.tables: list[str] = []
+        self.settings: list[str] = []  # the settings whose gpu value differs from the smoke value
+        self.fewer = fewer
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        if _is_profile_table(node.value):
+            if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+                raise DryRunError(f"line {node.lineno}: a profile table must be assigned to one name")
+            name = node.targets[0].id
+            for key, (smoke, gpu) in _entries(name, node.value.value).items():
+                if _kind(key) == "setting" and ast.dump(smoke) != ast.dump(gpu):
+                    self.settings.append(key)
+            self.tables.append(name)
+            fewer = ast.parse(repr(self.fewer), mode="eval").body
+            node.value = ast.Call(ast.Name(HELPER, ast.Load()),
+                                  [ast.Constant(name), node.value.value, fewer], [])
+            return node
+        return self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        if _is_profile_table(node):
+            raise DryRunError(f"line {node.lineno}: a profile table must be assigned to a name, "
+                              "`name = {...}[profile]`, for the dry run to know what it sets")
+        return self.generic_visit(node)
+
+
+def _entries(name: str, table: ast.Dict) -> dict[str, tuple[ast.expr, ast.expr]]:
+    """The entries a table sets, each with its smoke and gpu values (syntax trees): the keys of its
+    values when they are ``dict(...)`` or ``{...}``, else the table's own name."""
+    profiles = dict(zip([key.value for key in table.keys], table.values, strict=True))
+    smoke, gpu = profiles["smoke"], profiles["gpu"]
+
+    def items(value: ast.expr) -> dict[str, ast.expr] | None:
+        if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict" and not value.args:
+            return {keyword.arg: keyword.value for keyword in value.keywords}
+        if isinstance(value, ast.Dict) and all(isinstance(key, ast.Constant) for key in value.keys):
+            return {key.value: item for key, item in zip(value.keys, value.values, strict=True)}
+        return None
+
+    smoke_items, gpu_items = items(smoke), items(gpu)
+    if gpu_items is None or smoke_items is None:
+        return {name: (smoke, gpu)}
+    return {key: (smoke_items.get(key, gpu_items[key]), gpu_items[key]) for key in gpu_items}
+
+
+class Rewritten(NamedTuple):
+    source: str  # the cell, its profile tables rewritten
+    tables: list[str]  # the names the tables are assigned to
+    settings: list[str]  # the settings whose gpu value is not the smoke value
+
+
+def dry_source(source: str, fewer: dict | None = None) -> Rewritten:
+    """A code cell with its profile tables rewritten (``fewer``: counts smaller than the smoke
+    profile's); a cell without one is returned as it was."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return Rewritten(source, [], [])  # an IPython magic, not Python: it has no profile tables
+    for name in fewer or {}:
+        if _kind(name) != "count":
+            raise DryRunError(f"{name!r} is a setting: a dry run takes the gpu value of every setting")
+    rewrite = _Rewrite(fewer or {})
+    tree = rewrite.visit(tree)
+    if not rewrite.tables:
+        return Rewritten(source, [], [])
+    return Rewritten(f"from genmodels.dryrun import gpu_dry as {HELPER}\n" + ast.unparse(tree),
+                     rewrite.tables, rewrite.settings)
+
+
+def dry_notebook(path: Path):
+    """The notebook at ``path`` with its profile tables rewritten (an ``nbformat`` node), and the
+    settings in which its dry run differs from its smoke run."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    stop = STOP_BEFORE.get(path.stem)
+    if stop is not None:
+        ends = [i for i, cell in enumerate(notebook.cells) if cell.source.lstrip().startswith(stop)]
+        if len(ends) != 1:
+            raise DryRunError(f"{path.name}: STOP_BEFORE names {stop!r}, which begins {len(ends)} cells, "
+                              "not one: update it in genmodels/dryrun.py")
+        notebook.cells = notebook.cells[: ends[0]]
+    tables, settings = [], []
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.source, *found = dry_source(cell.source, FEWER.get(path.stem))
+            tables += found[0]
+            settings += found[1]
+    if not tables:
+        raise DryRunError(f"{path.name} has no profile table (`name = {{...}}[profile]`): give its sizes "
+                          "one, so that the dry run knows its counts from its settings")
+    return notebook, settings
+
+
+def _fingerprint(folders: list[Path]) -> dict[str, tuple[int, int]]:
+    """(size, modification time) of every file in ``folders``."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for folder in folders
+            if folder.exists() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeout: int = 10 * 60,
+                log=print) -> dict:
+    """Dry-run every notebook (or only those named) in order; returns the record written to
+    ``book/_build/gpu-dry/pipeline.json``. Stops at the first notebook that fails, or that changed a
+    file in ``checkpoints/``, ``results/`` or ``book/notebooks/``."""
+    import nbformat
+
+    from genmodels.pipeline import STEPS, execute_notebook
+
+    known = [step.notebook for step in steps or STEPS]
+    for name in only or []:
+        if name not in known:
+            raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(known)}")
+    out = root / DRY_DIR
+    (out / "source").mkdir(parents=True, exist_ok=True)
+    published = [root / "checkpoints", root / "results", root / "book" / "notebooks"]
+    env = {PROTECTED: os.pathsep.join(map(str, published))}
+    record = {"hardware": hardware("cpu"), "notebooks": {}}
+    started = time.perf_counter()
+    for name in known:
+        if only and name not in only:
+            continue
+        try:
+            notebook, settings = dry_notebook(root / "notebooks" / f"{name}.ipynb")
+        except DryRunError as error:
+            raise SystemExit(f"{name}: {error}") from None
+        if not settings:
+            log(f"{name}: its gpu settings are its smoke settings; the smoke run (make test) covers it")
+            record["notebooks"][name] = {"skipped": "the gpu profile differs from smoke only in counts"}
+            continue
+        source = out / "source" / f"{name}.ipynb"
+        nbformat.write(notebook, source)
+        stop = f", stopping before {STOP_BEFORE[name]!r}" if name in STOP_BEFORE else ""
+        log(f"{name}: dry run with the gpu profile's {', '.join(settings)}{stop} ...")
+        before = _fingerprint(published)
+        result = execute_notebook(source, out / f"{name}.ipynb", "smoke", cwd=root / "notebooks",
+                                  timeout=timeout, env=env, name=name)
+        changed = sorted({path for path, _ in set(_fingerprint(published).items()) ^ set(before.items())})
+        if changed:
+            raise SystemExit(f"{name}: its dry run changed published files, which only `make results` may "
+                             f"write: {', '.join(changed[:5])}. Restore them with `git checkout -- <file>`")
+        record["notebooks"][name] = result
+        log(f"{name}: done in {result['wall_seconds']:.0f} s, peak memory "
+            f"{result['peak_memory_mb']:.0f} MB")
+    record["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_json(out / "pipeline.json", record)
+    return record

@@ -16,6 +16,7 @@ from genmodels.dryrun import (
     dry_notebook,
     dry_source,
     gpu_dry,
+    is_profile_table,
     run_gpu_dry,
 )
 from genmodels.pipeline import STEPS, Step
@@ -61,6 +62,19 @@ def test_the_rewrite_replaces_only_profile_tables_and_what_it_computes_is_the_bl
     assert namespace["n_samples"] == 7
     with pytest.raises(DryRunError, match="'channels' is a setting"):
         dry_source("x = 1", fewer={"channels": 8})
+
+
+def test_a_profile_table_is_a_dict_of_exactly_the_three_profiles_indexed_by_profile():
+    def table(text: str) -> bool:
+        return is_profile_table(ast.parse(text, mode="eval").body)
+
+    assert table("{'smoke': 1, 'cpu': 2, 'gpu': 3}[profile]")
+    assert table("{'gpu': dict(c=64), 'smoke': dict(c=8), 'cpu': dict(c=16)}[profile]")
+    assert not table("{'smoke': 1, 'cpu': 2}[profile]")  # a profile missing
+    assert not table("{'smoke': 1, 'cpu': 2, 'gpu': 3, 'tpu': 4}[profile]")
+    assert not table("{'smoke': 1, 'cpu': 2, 'gpu': 3}[kind]")  # not indexed by the profile
+    assert not table("{'smoke': 1, 'cpu': 2, **more}[profile]")
+    assert not table("sizes[profile]")
 
 
 def test_a_table_the_rewrite_cannot_name_is_refused_at_once():

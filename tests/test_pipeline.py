@@ -106,6 +106,20 @@ def test_a_smoke_run_writes_nothing_published(repo):
     assert list((repo / "checkpoints").iterdir()) == []
 
 
+@pytest.mark.slow
+def test_execute_notebook_passes_its_environment_and_writes_the_copy_only_when_it_succeeds(repo):
+    write_notebook(repo, "01_a", "import os\nprint(profile, os.environ['GENMODELS_EXAMPLE'])")
+    target = repo / "elsewhere" / "01_a.ipynb"
+    result = pipeline.execute_notebook(repo / "notebooks/01_a.ipynb", target, "smoke", cwd=repo / "notebooks",
+                                       timeout=120, env={"GENMODELS_EXAMPLE": "seen"})
+    assert nbformat.read(target, as_version=4).cells[-1].outputs[0]["text"] == "smoke seen\n"
+    assert result["executed"] == pipeline.file_sha256(target) and result["peak_memory_mb"] > 0
+    with pytest.raises(SystemExit, match="01_a failed after"):  # the variable is missing: KeyError
+        pipeline.execute_notebook(repo / "notebooks/01_a.ipynb", repo / "other.ipynb", "smoke",
+                                  cwd=repo / "notebooks", timeout=120)
+    assert not (repo / "other.ipynb").exists() and not list(repo.glob(".other*"))
+
+
 def test_unknown_notebooks_and_a_damaged_manifest_are_clear_errors(repo):
     with pytest.raises(SystemExit, match="no notebook '03_c'; the notebooks are 01_a, 02_b, 09_eval"):
         run(repo, only=["03_c"])
@@ -195,6 +209,21 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
         if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
     assert plan(repo, "cpu", TINY) == []
 
+    # another profile's sizes retuned: what the cpu run ran is unchanged, so no re-run
+    notebook.cells.insert(2, nbformat.v4.new_code_cell(
+        "n = {'smoke': 1, 'cpu': 2, 'gpu': 3}[profile]"))
+    nbformat.write(notebook, path)
+    assert run(repo, only=["01_a"]) == ["01_a"]
+    notebook.cells[2].source = "n = {'smoke': 1, 'cpu': 2, 'gpu': 30}[profile]"
+    nbformat.write(notebook, path)
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    assert "'gpu': 30" in nbformat.read(executed, as_version=4).cells[3].source  # after the injected cell
+    notebook.cells[2].source = "n = {'smoke': 1, 'cpu': 20, 'gpu': 30}[profile]"  # its own profile's: refused
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit, match="other profiles' sizes than cpu: run it"):
+        pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    notebook.cells[2].source = "n = {'smoke': 1, 'cpu': 2, 'gpu': 30}[profile]"
+
     notebook.cells[1].source += "\nprint('changed')"  # code changed: prose alone cannot bring it up to date
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit, match="its code .* changed since it ran, beyond layout"):
@@ -208,6 +237,12 @@ def test_code_meaning_ignores_layout_comments_and_docstrings_but_not_what_runs()
     assert code_meaning(ran.replace("1", "2")) != code_meaning(ran)  # a changed constant
     assert code_meaning('s = "text"') != code_meaning('s = "other"')  # a string that is not a docstring
     assert code_meaning("%matplotlib inline") == "%matplotlib inline"  # not Python: its text
+    sized = "sizes = {'smoke': dict(c=1), 'cpu': dict(c=16), 'gpu': dict(c=64)}[profile]\nuse(sizes)"
+    retuned = sized.replace("c=16", "c=24")  # the cpu profile retuned
+    assert code_meaning(retuned, "gpu") == code_meaning(sized, "gpu")
+    assert code_meaning(retuned, "cpu") != code_meaning(sized, "cpu")
+    assert code_meaning(retuned) != code_meaning(sized)
+    assert code_meaning(sized, "gpu") == code_meaning("sizes = dict(c=64)\nuse(sizes)")
 
 
 def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_holds_the_lock(repo):

@@ -30,7 +30,9 @@ from typing import NamedTuple
 
 from genmodels.train import PROTECTED, hardware, write_json
 
-__all__ = ["COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "run_gpu_dry"]
+__all__ = [
+    "COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "is_profile_table", "run_gpu_dry"
+]
 
 PROFILE_KEYS = ("smoke", "cpu", "gpu")
 # Entries of the profile tables that set how long a run lasts: the dry run keeps the smoke values.
@@ -96,7 +98,8 @@ def _kind(name: str) -> str:
     )
 
 
-def _is_profile_table(node: ast.AST) -> bool:
+def is_profile_table(node: ast.AST) -> bool:
+    """``node`` is ``{"smoke": ..., "cpu": ..., "gpu": ...}[profile]``."""
     if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict)
             and isinstance(node.slice, ast.Name) and node.slice.id == "profile"):
         return False
@@ -113,7 +116,7 @@ class _Rewrite(ast.NodeTransformer):
         self.fewer = fewer
 
     def visit_Assign(self, node: ast.Assign) -> ast.AST:
-        if _is_profile_table(node.value):
+        if is_profile_table(node.value):
             if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
                 raise DryRunError(f"line {node.lineno}: a profile table must be assigned to one name")
             name = node.targets[0].id
@@ -128,7 +131,7 @@ class _Rewrite(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
-        if _is_profile_table(node):
+        if is_profile_table(node):
             raise DryRunError(f"line {node.lineno}: a profile table must be assigned to a name, "
                               "`name = {...}[profile]`, for the dry run to know what it sets")
         return self.generic_visit(node)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from genmodels.dryrun import is_profile_table
 from genmodels.train import file_sha256, hardware, resolve_profile, write_json
 
 __all__ = [
@@ -289,11 +290,12 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     executed = nbformat.read(executed_path, as_version=4)
     ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     def shape(cells) -> list:
-        return [(c.cell_type, code_meaning(c.source) if c.cell_type == "code" else None) for c in cells]
+        return [(c.cell_type, code_meaning(c.source, profile) if c.cell_type == "code" else None)
+                for c in cells]
 
     if shape(source.cells) != shape(ran):
         raise SystemExit(f"{notebook}: its code (or the number of cells) changed since it ran, beyond "
-                         "layout, comments and docstrings: run it")
+                         f"layout, comments, docstrings and other profiles' sizes than {profile}: run it")
     changed = 0
     for new, old in zip(source.cells, ran, strict=True):
         if new.source != old.source:
@@ -313,9 +315,14 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
         f"{executed_path.relative_to(root)}; outputs untouched")
 
 
-def code_meaning(source: str) -> str:
+def code_meaning(source: str, profile: str | None = None) -> str:
     """What a code cell runs, whatever its layout: its syntax tree without docstrings (the text
-    itself for a cell that is not plain Python, such as an IPython magic)."""
+    itself for a cell that is not plain Python, such as an IPython magic).
+
+    With a ``profile``, what it runs in that profile: each profile table
+    (``{"smoke": ..., "cpu": ..., "gpu": ...}[profile]``) is read as its entry for that profile, so
+    that retuning the cpu profile's sizes does not change what the gpu profile's run ran.
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -326,7 +333,24 @@ def code_meaning(source: str) -> str:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 node.body[0] = ast.Pass()
+    if profile is not None:
+        tree = _OneProfile(profile).visit(tree)
     return ast.dump(tree)
+
+
+class _OneProfile(ast.NodeTransformer):
+    """Replaces each profile table by its entry for one profile."""
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        if is_profile_table(node):
+            table = node.value
+            entries = {key.value: value for key, value in zip(table.keys, table.values, strict=True)}
+            if self.profile in entries:
+                return self.visit(entries[self.profile])
+        return self.generic_visit(node)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,11 +11,14 @@ Each notebook's *profile tables* (``{"smoke": ..., "cpu": ..., "gpu": ...}[profi
 before it runs: every entry that sets how long a run lasts (a count: ``COUNTS``) keeps the smoke
 profile's value, every other entry (a shape or a setting: ``SETTINGS``) takes the gpu profile's. An
 entry that is in neither list stops the dry run with a message naming it, so that a new size is
-classified when it is added. The notebook otherwise runs as the smoke profile does: it writes only to
-scratch folders, publishes nothing, and ``checkpoints/``, ``results/`` and ``book/notebooks/`` are
-protected (``$GENMODELS_PROTECTED_DIRS``), so that an attempt to write there fails the run. The
-executed copies and ``pipeline.json`` (wall time and peak memory of each notebook) go to
-``book/_build/gpu-dry/``.
+classified when it is added. A notebook whose gpu settings are its smoke settings is left to the
+smoke run of ``make test``, which already runs what its dry run would; where even the smoke counts
+would take minutes at the gpu width, ``FEWER`` gives smaller ones, and ``STOP_BEFORE`` ends a dry
+run before a section whose cost no count sets. The notebook otherwise runs as the smoke profile
+does: it writes only to scratch folders, publishes nothing, and ``checkpoints/``, ``results/`` and
+``book/notebooks/`` are protected (``$GENMODELS_PROTECTED_DIRS``), so that an attempt to write there
+fails the run. The executed copies and ``pipeline.json`` (wall time and peak memory of each
+notebook) go to ``book/_build/gpu-dry/``.
 
 Usage: ``python -m genmodels.pipeline --profile gpu-dry`` (what ``make gpu-dry`` runs).
 """

@@ -169,7 +169,8 @@ def test_a_dry_run_executes_the_blend_in_the_smoke_profile_and_refuses_to_publis
     steps = (Step("01_a"), Step("02_b"), Step("03_c"))
     logged = []
     record = run_gpu_dry(repo, steps=steps, only=["01_a", "03_c"], timeout=120, log=logged.append)
-    assert record["notebooks"]["01_a"]["wall_seconds"] > 0
+    ran = record["notebooks"]["01_a"]
+    assert ran["wall_seconds"] > 0 and ran["gpu_settings"] == ["channels"] and ran["stopped_before"] is None
     assert "skipped" in record["notebooks"]["03_c"] and not (repo / "book/_build/gpu-dry/03_c.ipynb").exists()
     assert "03_c: its gpu settings are its smoke settings; the smoke run (make test) covers it" in logged
     executed = nbformat.read(repo / "book/_build/gpu-dry/01_a.ipynb", as_version=4)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from genmodels.train import PROTECTED, hardware, write_json
+from genmodels.train import PROTECTED, git_commit, hardware, write_json
 
 __all__ = [
     "COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "is_profile_table", "run_gpu_dry"
@@ -231,7 +231,7 @@ def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeou
     (out / "source").mkdir(parents=True, exist_ok=True)
     published = [root / "checkpoints", root / "results", root / "book" / "notebooks"]
     env = {PROTECTED: os.pathsep.join(map(str, published))}
-    record = {"hardware": hardware("cpu"), "notebooks": {}}
+    record = {"hardware": hardware("cpu"), "commit": git_commit(root), "notebooks": {}}
     started = time.perf_counter()
     for name in known:
         if only and name not in only:
@@ -255,7 +255,8 @@ def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeou
         if changed:
             raise SystemExit(f"{name}: its dry run changed published files, which only `make results` may "
                              f"write: {', '.join(changed[:5])}. Restore them with `git checkout -- <file>`")
-        record["notebooks"][name] = result
+        record["notebooks"][name] = {"gpu_settings": settings, "stopped_before": STOP_BEFORE.get(name),
+                                     **result}
         log(f"{name}: done in {result['wall_seconds']:.0f} s, peak memory "
             f"{result['peak_memory_mb']:.0f} MB")
     record["wall_seconds"] = round(time.perf_counter() - started, 1)

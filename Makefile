@@ -14,7 +14,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 help:
 	@echo "make book                 build the HTML book into book/_build/html (the main job)"
-	@echo "make test                 unit tests, then every notebook in the smoke profile (pytest --nbval)"
+	@echo "make test                 unit tests, every notebook in the smoke profile (pytest --nbval), gpu-dry"
 	@echo "make results PROFILE=cpu  re-run the notebooks that changed (smoke|cpu|gpu|auto), resuming"
 	@echo "                          (smoke runs go to book/_build/smoke/, never over the published copies)"
 	@echo "make gpu-dry              every notebook with the gpu profile's shapes and settings for a handful"

@@ -220,7 +220,7 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
     assert "'gpu': 30" in nbformat.read(executed, as_version=4).cells[3].source  # after the injected cell
     notebook.cells[2].source = "n = {'smoke': 1, 'cpu': 20, 'gpu': 30}[profile]"  # its own profile's: refused
     nbformat.write(notebook, path)
-    with pytest.raises(SystemExit, match="other profiles' sizes than cpu: run it"):
+    with pytest.raises(SystemExit, match="the sizes of profiles other than cpu: run it"):
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
     notebook.cells[2].source = "n = {'smoke': 1, 'cpu': 2, 'gpu': 30}[profile]"
 

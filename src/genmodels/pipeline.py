@@ -295,7 +295,8 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
 
     if shape(source.cells) != shape(ran):
         raise SystemExit(f"{notebook}: its code (or the number of cells) changed since it ran, beyond "
-                         f"layout, comments, docstrings and other profiles' sizes than {profile}: run it")
+                         "layout, comments, docstrings and the sizes of profiles other than "
+                         f"{profile}: run it")
     changed = 0
     for new, old in zip(source.cells, ran, strict=True):
         if new.source != old.source:
@@ -375,8 +376,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("gpu-dry runs every notebook (or those named with --only) every time: it takes "
                          "no --force, --all or --refresh-markdown")
         record = run_gpu_dry(args.root, only=args.only)
-        print(f"gpu-dry: {len(record['notebooks'])} notebook(s) in {record['wall_seconds']:.0f} s; "
-              f"executed copies in {args.root / 'book/_build/gpu-dry'}")
+        ran = [name for name, entry in record["notebooks"].items() if "skipped" not in entry]
+        print(f"gpu-dry: {len(ran)} notebook(s) dry-run in {record['wall_seconds']:.0f} s, "
+              f"{len(record['notebooks']) - len(ran)} left to the smoke run; executed copies in "
+              f"{args.root / 'book/_build/gpu-dry'}")
         return
     profile = resolve_profile(args.profile)
     if args.refresh_markdown:

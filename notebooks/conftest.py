@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from genmodels.train import PROTECTED, scratch_dir
+from genmodels.train import (
+    PROTECTED,
+    PUBLISHED_DIRS,
+    files_changed,
+    fingerprint,
+    scratch_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = [ROOT / "checkpoints", ROOT / "results", ROOT / "book" / "notebooks"]
-
-
-def fingerprint() -> dict[str, tuple[int, int]]:
-    """(size, modification time) of every file in the published folders."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-            for folder in PUBLISHED if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()}
+PUBLISHED = [ROOT / folder for folder in PUBLISHED_DIRS]
 
 
 def pytest_configure(config):
@@ -26,7 +26,7 @@ def pytest_configure(config):
     # that is removed when the run ends (or, after a killed run, by the next one).
     scratch = scratch_dir("nbval")
     os.environ["TMPDIR"] = os.environ["JUPYTER_RUNTIME_DIR"] = str(scratch)
-    config._genmodels = {"fingerprint": fingerprint(), "scratch": scratch}
+    config._genmodels = {"fingerprint": fingerprint(PUBLISHED), "scratch": scratch}
     if profile != "smoke":
         config.issue_config_time_warning(pytest.PytestConfigWarning(
             f"GENMODELS_PROFILE={profile}: the notebooks will train at full {profile} sizes (minutes to "
@@ -37,10 +37,9 @@ def pytest_configure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     state = session.config._genmodels
-    changed = sorted(set(fingerprint().items()) ^ set(state["fingerprint"].items()))
+    changed = files_changed(state["fingerprint"], fingerprint(PUBLISHED))
     shutil.rmtree(state["scratch"], ignore_errors=True)
     if changed:
-        names = sorted({name for name, _ in changed})
         session.config.get_terminal_writer().line(
-            f"ERROR: the notebooks changed published files: {names[:10]}", red=True)
+            f"ERROR: the notebooks changed published files: {changed[:10]}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_pipeline import write_notebook  # a notebook of a parameters cell and one code cell
 
 from genmodels.dryrun import (
     COUNTS,
@@ -149,14 +150,6 @@ def repo(tmp_path) -> Path:
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "model.pt").write_text("published")
     return tmp_path
-
-
-def write_notebook(root: Path, name: str, body: str) -> None:
-    cells = [nbformat.v4.new_code_cell("profile = None", metadata={"tags": ["parameters"]}),
-             nbformat.v4.new_code_cell(body)]
-    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    notebook = nbformat.v4.new_notebook(cells=cells, metadata=kernel)
-    nbformat.write(notebook, root / "notebooks" / f"{name}.ipynb")
 
 
 @pytest.mark.slow

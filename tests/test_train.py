@@ -485,3 +485,19 @@ def test_decay_to_zero_matches_torchs_constant_then_linear_schedule():
     with pytest.raises(ValueError, match="fraction of the run"):
         train.decay_to_zero(0.5, last=0.0)
 
+
+
+def test_a_fingerprint_finds_every_file_added_rewritten_or_removed(tmp_path):
+    from genmodels.train import files_changed, fingerprint
+
+    folder = tmp_path / "checkpoints"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("kept.pt", "rewritten.pt", "sub/removed.json"):
+        (folder / name).write_text("old")
+    before = fingerprint([folder, tmp_path / "missing"])  # a folder that does not exist adds nothing
+    assert len(before) == 3 and files_changed(before, fingerprint([folder])) == []
+    (folder / "rewritten.pt").write_text("new, longer")
+    (folder / "sub" / "removed.json").unlink()
+    (folder / "added.pt").write_text("new")
+    assert files_changed(before, fingerprint([folder])) == [
+        str(folder / "added.pt"), str(folder / "rewritten.pt"), str(folder / "sub" / "removed.json")]

@@ -31,7 +31,15 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from genmodels.train import PROTECTED, git_commit, hardware, write_json
+from genmodels.train import (
+    PROTECTED,
+    PUBLISHED_DIRS,
+    files_changed,
+    fingerprint,
+    git_commit,
+    hardware,
+    write_json,
+)
 
 __all__ = [
     "COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "is_profile_table", "run_gpu_dry"
@@ -199,19 +207,14 @@ def dry_notebook(path: Path):
     tables, settings = [], []
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.source, *found = dry_source(cell.source, FEWER.get(path.stem))
-            tables += found[0]
-            settings += found[1]
+            rewritten = dry_source(cell.source, FEWER.get(path.stem))
+            cell.source = rewritten.source
+            tables += rewritten.tables
+            settings += rewritten.settings
     if not tables:
         raise DryRunError(f"{path.name} has no profile table (`name = {{...}}[profile]`): give its sizes "
                           "one, so that the dry run knows its counts from its settings")
     return notebook, settings
-
-
-def _fingerprint(folders: list[Path]) -> dict[str, tuple[int, int]]:
-    """(size, modification time) of every file in ``folders``."""
-    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for folder in folders
-            if folder.exists() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeout: int = 10 * 60,
@@ -229,7 +232,7 @@ def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeou
             raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(known)}")
     out = root / DRY_DIR
     (out / "source").mkdir(parents=True, exist_ok=True)
-    published = [root / "checkpoints", root / "results", root / "book" / "notebooks"]
+    published = [root / folder for folder in PUBLISHED_DIRS]
     env = {PROTECTED: os.pathsep.join(map(str, published))}
     record = {"hardware": hardware("cpu"), "commit": git_commit(root), "notebooks": {}}
     started = time.perf_counter()
@@ -248,10 +251,10 @@ def run_gpu_dry(root: Path, *, only: list[str] | None = None, steps=None, timeou
         nbformat.write(notebook, source)
         stop = f", stopping before {STOP_BEFORE[name]!r}" if name in STOP_BEFORE else ""
         log(f"{name}: dry run with the gpu profile's {', '.join(settings)}{stop} ...")
-        before = _fingerprint(published)
+        before = fingerprint(published)
         result = execute_notebook(source, out / f"{name}.ipynb", "smoke", cwd=root / "notebooks",
                                   timeout=timeout, env=env, name=name)
-        changed = sorted({path for path, _ in set(_fingerprint(published).items()) ^ set(before.items())})
+        changed = files_changed(before, fingerprint(published))
         if changed:
             raise SystemExit(f"{name}: its dry run changed published files, which only `make results` may "
                              f"write: {', '.join(changed[:5])}. Restore them with `git checkout -- <file>`")

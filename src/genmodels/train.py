@@ -38,6 +38,8 @@ __all__ = [
     "StaleRunError",
     "TrainingRun",
     "file_sha256",
+    "files_changed",
+    "fingerprint",
     "git_commit",
     "hardware",
     "load_checkpoint",
@@ -64,6 +66,7 @@ CHECKPOINT_FORMAT = 2  # bump when the layout of the saved dictionary changes
 READABLE_FORMATS = (1, 2)  # 2: RNG states as tensors, the settings of the run that saved it
 GPU_ON_CPU = "GENMODELS_ALLOW_GPU_PROFILE_ON_CPU"  # set to 1 to run the gpu profile without CUDA
 PROTECTED = "GENMODELS_PROTECTED_DIRS"  # folders (os.pathsep-separated) that nothing may write into
+PUBLISHED_DIRS = ("checkpoints", "results", "book/notebooks")  # what only `make results` writes
 
 
 class ProfileError(ValueError):
@@ -266,6 +269,18 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
         return str(value)
 
     return json.loads(json.dumps(settings, sort_keys=True, default=plain))
+
+
+def fingerprint(folders) -> dict[str, tuple[int, int]]:
+    """(size, modification time) of every file in ``folders``: taken before and after a run that
+    must publish nothing (the smoke notebooks, the gpu-dry run)."""
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for folder in map(Path, folders)
+            if folder.exists() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def files_changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """The files added, removed or rewritten between two fingerprints, sorted."""
+    return sorted({path for path, _ in set(before.items()) ^ set(after.items())})
 
 
 def _refuse_protected(path: Path) -> None:

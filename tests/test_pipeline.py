@@ -271,3 +271,31 @@ def test_a_notebook_reading_one_section_of_a_json_file_ignores_the_others(repo):
     assert notebook_key(repo, step, "cpu") != before
     benchmarks.write_text(json.dumps({"throughput": 6}))
     assert notebook_key(repo, step, "cpu")["results/benchmarks.json#recipes"] == "missing"
+
+
+@pytest.mark.parametrize("body, agree", [
+    ('n = {"smoke": 1, "cpu": 5, "gpu": 5}[profile]\nmap_location = str("cpu")  # not a profile', True),
+    ('n = {"smoke": 1, "cpu": 5, "gpu": 9}[profile]', False),
+    ('n = 9 if profile == "gpu" else 5', False),
+    ('n = {"cpu": 5, "gpu": 9}.get(profile, 1)', False),
+    ('n = 5 if profile in ("cpu", "gpu") else 1', False),  # the same here, but read conservatively
+])
+def test_a_run_serves_another_profile_only_where_the_notebook_cannot_tell_them_apart(tmp_path, body, agree):
+    (tmp_path / "notebooks").mkdir()
+    write_notebook(tmp_path, "01_a", body)
+    notebook = tmp_path / "notebooks/01_a.ipynb"
+    assert pipeline.profiles_agree(notebook, "cpu", "gpu") is agree
+    executed = tmp_path / "book/notebooks/01_a.ipynb"  # a cpu run, as the manifest records it
+    executed.parent.mkdir(parents=True)
+    executed.write_text("{}")
+    step = Step("01_a")
+    entry = {"key": notebook_key(tmp_path, step, "cpu"), "executed": pipeline.file_sha256(executed)}
+    assert plan(tmp_path, "cpu", (step,), {"01_a": entry}) == []
+    assert plan(tmp_path, "gpu", (step,), {"01_a": entry}) == ([] if agree else [step])
+    assert plan(tmp_path, "smoke", (step,), {"01_a": entry}) == [step]  # smoke is never a published run
+
+
+def test_the_feature_network_is_the_same_in_the_cpu_and_gpu_profiles():
+    """It defines every FID of the book: the two profiles' FIDs compare only in one feature space."""
+    assert pipeline.profiles_agree(ROOT / "notebooks/06_feature_network.ipynb", "cpu", "gpu")
+    assert not pipeline.profiles_agree(ROOT / "notebooks/04_ddpm.ipynb", "cpu", "gpu")

@@ -112,8 +112,17 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _up_to_date(root: Path, step: Step, profile: str, entry: dict | None) -> bool:
-    """The recorded run has the same key, and its executed copy and outputs are still what it made."""
-    if not entry or entry.get("key") != notebook_key(root, step, profile):
+    """The recorded run has the same key (or ran in a profile in which the notebook runs the same
+    computation: see :func:`profiles_agree`), and its executed copy and outputs are still what it
+    made."""
+    if not entry:
+        return False
+    ran_in = entry.get("key", {}).get("profile")
+    if entry.get("key") != notebook_key(root, step, profile) and not (
+        ran_in in ("cpu", "gpu") and profile in ("cpu", "gpu")
+        and entry["key"] == notebook_key(root, step, ran_in)
+        and profiles_agree(root / "notebooks" / f"{step.notebook}.ipynb", ran_in, profile)
+    ):
         return False
     files = {f"{_executed_dir(root, profile).relative_to(root)}/{step.notebook}.ipynb": entry.get("executed")}
     if profile != "smoke":
@@ -337,6 +346,44 @@ def code_meaning(source: str, profile: str | None = None) -> str:
     if profile is not None:
         tree = _OneProfile(profile).visit(tree)
     return ast.dump(tree)
+
+
+def profiles_agree(notebook: Path, first: str, second: str) -> bool:
+    """Whether a notebook runs the same computation in two profiles, so that a run in one serves the
+    other: every profile table has the same entry for both, and no code tells them apart by name
+    (``profile == "gpu"``, or a table written some other way). A notebook whose sizes are the same
+    in the cpu and gpu profiles (the data notebook, the feature network that defines every FID)
+    then runs once for both; the executed copy still says where it ran."""
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        if code_meaning(source, first) != code_meaning(source, second):
+            return False
+        try:
+            tree = _OneProfile(first).visit(ast.parse(source))
+        except SyntaxError:
+            continue
+        if _tells_apart(tree, {first, second}):
+            return False
+    return True
+
+
+def _tells_apart(tree: ast.AST, names: set[str]) -> bool:
+    """A comparison of ``profile`` with one of ``names``, or a dict keyed by one of them (a profile
+    table in some other form)."""
+    def mentions(node: ast.AST) -> bool:
+        return any(isinstance(inner, ast.Constant) and inner.value in names for inner in ast.walk(node))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Name) and o.id == "profile" for o in operands) \
+                    and any(mentions(o) for o in operands):
+                return True
+        if isinstance(node, ast.Dict) and any(key is not None and mentions(key) for key in node.keys):
+            return True
+    return False
 
 
 class _OneProfile(ast.NodeTransformer):

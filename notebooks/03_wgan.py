@@ -124,14 +124,14 @@ sizes = {
         gp_minutes=13.0,
         log_every=100,
     ),
-    "gpu": dict(
-        toy_iterations=4_000,
+    "gpu": dict(  # launch-bound small steps: the 2-D run gains little from a GPU
+        toy_iterations=2_000,
         w1_samples=300,
         clip_channels=64,
         gp_channels=64,
         iterations=100_000,
-        clip_minutes=3.0,
-        gp_minutes=3.0,
+        clip_minutes=2.5,
+        gp_minutes=2.5,
         log_every=500,
     ),
 }[profile]

@@ -294,6 +294,22 @@ def test_a_run_serves_another_profile_only_where_the_notebook_cannot_tell_them_a
     assert plan(tmp_path, "gpu", (step,), {"01_a": entry}) == ([] if agree else [step])
     assert plan(tmp_path, "smoke", (step,), {"01_a": entry}) == [step]  # smoke is never a published run
 
+    executed.write_text(notebook.read_text())  # a comment written after the run reaches it, in either profile
+    manifest = tmp_path / "results/pipeline.json"
+    manifest.parent.mkdir()
+    entry["executed"] = pipeline.file_sha256(executed)
+    manifest.write_text(json.dumps({"notebooks": {"01_a": entry}}))
+    source = nbformat.read(notebook, as_version=4)
+    source.cells[-1].source += "  # a comment written later"
+    nbformat.write(source, notebook)
+    if agree:
+        pipeline.refresh_markdown(tmp_path, "01_a", "gpu", steps=(step,), log=lambda message: None)
+        assert "a comment written later" in executed.read_text()
+        assert json.loads(manifest.read_text())["notebooks"]["01_a"]["key"]["profile"] == "cpu"
+    else:
+        with pytest.raises(SystemExit, match="profile or the files it reads changed"):
+            pipeline.refresh_markdown(tmp_path, "01_a", "gpu", steps=(step,), log=lambda message: None)
+
 
 def test_the_feature_network_is_the_same_in_the_cpu_and_gpu_profiles():
     """It defines every FID of the book: the two profiles' FIDs compare only in one feature space."""

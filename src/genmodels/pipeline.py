@@ -290,6 +290,11 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     key = notebook_key(root, step, profile)
     if not entry or not executed_path.exists() or entry.get("executed") != file_sha256(executed_path):
         raise SystemExit(f"{notebook}: no recorded run whose executed copy is {executed_path}: run it")
+    ran_in = entry["key"].get("profile")
+    if ran_in != profile and {ran_in, profile} == {"cpu", "gpu"} \
+            and profiles_agree(root / "notebooks" / f"{notebook}.ipynb", ran_in, profile):
+        profile, key = ran_in, notebook_key(root, step, ran_in)  # its run serves both: refresh that run
+
     def without_source(k: dict) -> dict:
         return {name: value for name, value in k.items() if name != "source"}
 

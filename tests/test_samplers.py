@@ -18,6 +18,7 @@ from genmodels.diffusion import (
     predict_x0,
     predict_x0_from_v,
     snr,
+    trailing_timesteps,
     v_target,
 )
 
@@ -50,6 +51,62 @@ def test_dpm_solver_2m_follows_diffusers_step_for_step(steps):
                                 generator=torch.Generator().manual_seed(0))
     assert len(timesteps) == steps
     torch.testing.assert_close(ours, x.to(ours.dtype), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "linspace"])
+@pytest.mark.parametrize("steps", [5, 20])
+def test_sde_dpm_solver_2m_follows_diffusers_step_for_step(steps, spacing):
+    """The stochastic variant against diffusers' "sde-dpmsolver++", both fed the same noise."""
+    reference = diffusers_scheduler(diffusers.DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++",
+                                    solver_order=2, prediction_type="epsilon", timestep_spacing=spacing,
+                                    final_sigmas_type="zero", lower_order_final=True)
+    reference.set_timesteps(steps)
+    timesteps = [int(k) + 1 for k in reference.timesteps]
+    if spacing == "trailing":
+        assert timesteps == trailing_timesteps(schedule.T, steps)
+    draws = torch.Generator().manual_seed(0)  # x_T, then one draw per step but the last (sigma = 0)
+    x = torch.randn(512, 2, generator=draws)
+    noises = [torch.randn(512, 2, generator=draws) for _ in range(steps - 1)] + [torch.zeros(512, 2)]
+    for k, noise in zip(reference.timesteps, noises, strict=True):
+        t = torch.full((len(x),), int(k) + 1)
+        x = reference.step(exact_eps(x, t), k, x, variance_noise=noise).prev_sample
+    ours = dpm_solver_2m_sample(exact_eps, schedule, (512, 2), timesteps=timesteps, stochastic=True,
+                                generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours, x.to(ours.dtype), atol=2e-4, rtol=2e-4)
+
+
+def test_the_first_stochastic_step_is_ddim_with_eta_1():
+    """Without a previous data prediction the SDE step samples q(x_s | x_t, x0_t): DDIM, eta = 1."""
+    first = dpm_solver_2m_sample(exact_eps, schedule, (64, 2), timesteps=[1000, 1], stochastic=True,
+                                 generator=torch.Generator().manual_seed(2))
+    ddim = ddim_sample(exact_eps, schedule, (64, 2), steps=2, eta=1.0,
+                       generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(first, ddim)
+
+
+def test_sde_dpm_solver_2m_samples_the_data_distribution_closer_than_ddim_with_eta_1():
+    """Brute force: 20 stochastic steps from the exact predictor, against N(MEAN, COVARIANCE).
+    (Measured, largest covariance error over 100,000 samples: 0.036 for SDE-DPM-Solver++(2M) on
+    trailing timesteps, 0.167 for DDIM with eta = 1 on its evenly spaced ones, 0.46 for the SDE
+    solver on those: their last step, from t = 54 to t = 1, is long in log-SNR and its r extreme.)"""
+    def error(x: torch.Tensor) -> tuple[float, float]:
+        x = x.double()
+        return (x.mean(0) - MEAN).abs().max().item(), (torch.cov(x.T) - COVARIANCE).abs().max().item()
+
+    sde_mean, sde_cov = error(dpm_solver_2m_sample(
+        exact_eps, schedule, (100_000, 2), timesteps=trailing_timesteps(schedule.T, 20), stochastic=True,
+        generator=torch.Generator().manual_seed(3)))
+    ddim_mean, ddim_cov = error(ddim_sample(exact_eps, schedule, (100_000, 2), steps=20, eta=1.0,
+                                            generator=torch.Generator().manual_seed(3)))
+    assert sde_mean < 0.01 and ddim_mean < 0.01  # Monte Carlo error of the mean: about 0.002
+    assert sde_cov < 0.05 and sde_cov < ddim_cov / 3, (sde_cov, ddim_cov)
+
+
+def test_trailing_timesteps_end_a_whole_stride_above_zero():
+    assert trailing_timesteps(1000, 4) == [1000, 750, 500, 250]
+    assert trailing_timesteps(1000, 1000) == list(range(1000, 0, -1))
+    with pytest.raises(ValueError, match="steps must lie in 1..T"):
+        trailing_timesteps(1000, 0)
 
 
 def test_dpm_solver_2m_converges_faster_than_ddim_along_the_same_paths():

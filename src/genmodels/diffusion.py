@@ -44,6 +44,7 @@ __all__ = [
     "q_posterior",
     "q_sample",
     "snr",
+    "trailing_timesteps",
     "v_target",
     "vlb_terms",
 ]
@@ -299,6 +300,16 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
 
 
 @torch.no_grad()
+def trailing_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` timesteps T, T - T/steps, ..., T/steps (rounded): evenly spaced like
+    :func:`ddim_timesteps`, but ending a whole stride above 0 rather than at t = 1, so that every
+    step, the last included, covers the same stretch of time (the "trailing" spacing of Lin et al.
+    2024, Table 2)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie in 1..T = 1..{T}, got {steps}")
+    return [round(T - i * T / steps) for i in range(steps)]
+
+
 def dpm_solver_2m_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
@@ -308,6 +319,7 @@ def dpm_solver_2m_sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     clip_x0: bool = False,
+    stochastic: bool = False,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE solved in log-SNR time
     lambda = log(alpha / sigma), with the data prediction x0_theta, to second order, one network
@@ -321,6 +333,15 @@ def dpm_solver_2m_sample(
     ``clip_x0`` clips each data prediction to [-1, 1], the range of the images (Lu et al.'s
     thresholding in its simplest form): at large t an epsilon-network's x0 is its error amplified by
     sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t).
+
+    ``stochastic`` solves the reverse SDE instead (SDE-DPM-Solver++(2M), in Lu et al. 2022's data
+    prediction): with the same D,
+
+    x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D + sigma_s sqrt(1 - e^{-2h}) z.
+
+    Its first-order step (D = x0_t) is the posterior q(x_s | x_t, x0 = x0_t) sampled, which is DDIM
+    with eta = 1: the second-order term corrects Algorithm 2's jump with the previous prediction, at
+    no extra network call.
     """
     times = timesteps if timesteps is not None else logsnr_timesteps(schedule, steps or 20)
     if not times or any(not 1 <= t <= schedule.T for t in times) or sorted(set(times), reverse=True) != times:
@@ -343,7 +364,12 @@ def dpm_solver_2m_sample(
         else:
             r = previous_h / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
-        x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
+        if stochastic:
+            noise = torch.randn(shape, generator=generator, device=device)
+            x = (sigma_s / sigma_t) * math.exp(-h) * x - alpha_s * math.expm1(-2 * h) * d \
+                + sigma_s * math.sqrt(-math.expm1(-2 * h)) * noise
+        else:
+            x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
         previous_x0, previous_h = x0, h
     return x
 

@@ -1,7 +1,8 @@
-"""Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png and
-results/training_throughput.png; and results/ddpm_profiles.png, the DDPM notebook's runs side by side
-from their checkpoint records: the published one (checkpoints/ddpm.json, the gpu profile), the gpu
-profile's first run (results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
+"""Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
+results/training_throughput.png and results/stochastic_samplers.png; and results/ddpm_profiles.png,
+the DDPM notebook's runs side by side from their checkpoint records: the published one
+(checkpoints/ddpm.json, the gpu profile), the gpu profile's first run (results/gpu-h200/ddpm.json)
+and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -111,6 +112,36 @@ def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.F
     return fig
 
 
+def plot_stochastic_samplers(section: dict, path: Path) -> None:
+    """FID and legible share of each sampler, seed by seed (the seeds are shared, so compare along a
+    line), with each sampler's mean."""
+    rows = section["rows"]
+    names = list(dict.fromkeys(row["sampler"] for row in rows))
+    calls = sorted({row["calls"] for row in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, key, label in ((axes[0], "fid", "FID (lower is better)"),
+                           (axes[1], "legible", "legible: classifier confidence above 0.9")):
+        for seed in section["seeds"]:
+            for n in calls:
+                values = [next(r[key] for r in rows if r["sampler"] == name and r["seed"] == seed
+                               and r["calls"] == n) for name in names]
+                ax.plot(values, range(len(names)), color="tab:gray", lw=0.8, marker="o", ms=4)
+        for n in calls:
+            means = [sum(r[key] for r in rows if r["sampler"] == name and r["calls"] == n)
+                     / len(section["seeds"]) for name in names]
+            ax.scatter(means, range(len(names)), color="tab:red", marker="|", s=300, zorder=3,
+                       label="mean over seeds")
+        ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
+        ax.set_xlabel(label)
+        ax.invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"the published DDPM, {', '.join(map(str, calls))} network calls, N = {section['n']:,} per "
+                 f"sampler and seed (seeds {section['seeds']}; one grey line per seed), on "
+                 f"{section['hardware']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -118,6 +149,9 @@ def main() -> None:
     if "training_throughput" in stored:
         plot_training_throughput(stored["training_throughput"], ROOT / "results" / "training_throughput.png")
         print("written results/training_throughput.png")
+    if "stochastic_samplers" in stored:
+        plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
+        print("written results/stochastic_samplers.png")
     runs = [("cpu profile", ROOT / "results" / "cpu-xeon" / "ddpm.json", "tab:blue"),
             ("gpu profile, first run", ROOT / "results" / "gpu-h200" / "ddpm.json", "tab:orange"),
             ("gpu profile, published", ROOT / "checkpoints" / "ddpm.json", "tab:red")]

@@ -1,0 +1,101 @@
+"""The published DDPM's stochastic samplers at few network calls: DDIM with eta = 1 (the evaluation
+table's sampler) against SDE-DPM-Solver++(2M), which adds a second-order correction at no extra call.
+
+Run: python benchmarks/stochastic_samplers.py [--n 1000] [--seeds 0 1 2] [--calls 20]
+Each sampler draws N images per seed from checkpoints/ddpm.pt under bf16 autocast, as the evaluation
+notebook does, from the same seeds; each set is scored by the book's FID (classifier features against
+the 10,000 test images) and by the share the classifier calls a digit with confidence above 0.9
+("legible"). SDE-DPM-Solver++(2M) runs on two spacings of its timesteps: DDIM's (evenly spaced from
+T to 1) and the trailing one (T, T - T/n, ..., T/n). FID at N = 1,000 is biased upwards and noisy, so
+compare samplers seed by seed: the seeds are shared. Prints and writes the section
+"stochastic_samplers" of results/benchmarks.json, with hardware, commit and the checkpoint's hash.
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from genmodels.data import load_mnist
+from genmodels.diffusion import (
+    ddim_sample,
+    ddim_timesteps,
+    dpm_solver_2m_sample,
+    load_ddpm,
+    trailing_timesteps,
+)
+from genmodels.features import extract_features, load_classifier
+from genmodels.metrics import FeatureStatistics, frechet_distance
+from genmodels.train import file_sha256, git_commit, hardware, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = {
+    "DDIM, eta = 1": lambda model, schedule, shape, calls, generator: ddim_sample(
+        model, schedule, shape, steps=calls, eta=1.0, generator=generator),
+    "SDE-DPM-Solver++(2M), DDIM's timesteps": lambda model, schedule, shape, calls, generator: (
+        dpm_solver_2m_sample(model, schedule, shape, timesteps=ddim_timesteps(schedule.T, calls),
+                             stochastic=True, generator=generator)),
+    "SDE-DPM-Solver++(2M), trailing timesteps": lambda model, schedule, shape, calls, generator: (
+        dpm_solver_2m_sample(model, schedule, shape, timesteps=trailing_timesteps(schedule.T, calls),
+                             stochastic=True, generator=generator)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="images per sampler and seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--calls", type=int, nargs="+", default=[20])
+    parser.add_argument("--only", nargs="+", choices=sorted(SAMPLERS), metavar="NAME")
+    args = parser.parse_args()
+    checkpoint = ROOT / "checkpoints" / "ddpm.pt"
+    model, schedule, _ = load_ddpm(checkpoint)
+    classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
+    test = extract_features(classifier, load_mnist(train=False).data)
+    reference = FeatureStatistics(test.shape[1]).update(test)
+    print(f"{hardware('cpu')}; N = {args.n:,} per sampler and seed, seeds {args.seeds}", flush=True)
+
+    rows = []
+    for calls in args.calls:
+        for name, sampler in SAMPLERS.items():
+            if args.only and name not in args.only:
+                continue
+            for seed in args.seeds:
+                generator, chunks = torch.Generator().manual_seed(seed), []
+                started = time.perf_counter()
+                for start in range(0, args.n, 500):
+                    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+                        x = sampler(model, schedule, (min(500, args.n - start), 1, 28, 28), calls, generator)
+                    chunks.append(((x.float() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
+                seconds = time.perf_counter() - started
+                images = torch.cat(chunks)
+                features = extract_features(classifier, images)
+                statistics = FeatureStatistics(features.shape[1]).update(features)
+                fid = frechet_distance(reference.mean, reference.covariance, statistics.mean,
+                                       statistics.covariance)
+                with torch.no_grad():
+                    legible = (classifier(images).softmax(-1).max(-1).values > 0.9).float().mean().item()
+                rows.append(dict(sampler=name, calls=calls, seed=seed, fid=fid, legible=legible,
+                                 seconds_per_1k=1000 * seconds / args.n))
+                print(f"  {name:42s} {calls:3d} calls, seed {seed}: FID {fid:.3f}, legible {legible:.1%}, "
+                      f"{1000 * seconds / args.n:.0f} s per 1,000", flush=True)
+
+    path = ROOT / "results" / "benchmarks.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored["stochastic_samplers"] = {
+        "hardware": hardware("cpu"), "commit": git_commit(), "torch": torch.__version__,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "checkpoint_sha256": file_sha256(checkpoint), "n": args.n, "seeds": args.seeds,
+        "reference": "the 10,000 test images", "autocast": "bfloat16", "rows": rows,
+    }
+    write_json(path, stored)
+    print(f"written to {path.relative_to(ROOT)} (section stochastic_samplers)")
+
+
+if __name__ == "__main__":
+    main()

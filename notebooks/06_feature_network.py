@@ -83,8 +83,9 @@ from genmodels.train import (
 profile = resolve_profile(profile)
 seed_everything(seed)
 device = pick_device()
-sizes = {  # the cpu and gpu profiles train the same network: it is the yardstick of every
-    # FID in the book, and FIDs in two feature spaces do not compare
+# the cpu and gpu profiles train the same network: it is the yardstick of every FID in
+# the book, and FIDs in two feature spaces do not compare
+sizes = {
     "smoke": dict(n_train=2_048, epochs=1, n_fid=1_000),
     "cpu": dict(n_train=60_000, epochs=8, n_fid=10_000),
     "gpu": dict(n_train=60_000, epochs=8, n_fid=10_000),

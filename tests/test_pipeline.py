@@ -311,7 +311,9 @@ def test_a_run_serves_another_profile_only_where_the_notebook_cannot_tell_them_a
             pipeline.refresh_markdown(tmp_path, "01_a", "gpu", steps=(step,), log=lambda message: None)
 
 
-def test_the_feature_network_is_the_same_in_the_cpu_and_gpu_profiles():
-    """It defines every FID of the book: the two profiles' FIDs compare only in one feature space."""
+def test_the_feature_network_and_the_evaluation_are_the_same_in_the_cpu_and_gpu_profiles():
+    """The feature network defines every FID of the book, and the evaluation measures the models the
+    same way in both profiles: the page "Without a GPU" compares the two profiles' tables."""
     assert pipeline.profiles_agree(ROOT / "notebooks/06_feature_network.ipynb", "cpu", "gpu")
+    assert pipeline.profiles_agree(ROOT / "notebooks/07_evaluation.ipynb", "cpu", "gpu")
     assert not pipeline.profiles_agree(ROOT / "notebooks/04_ddpm.ipynb", "cpu", "gpu")

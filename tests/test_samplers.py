@@ -253,3 +253,13 @@ def test_a_v_network_is_an_eps_network_once_converted_and_its_loss_is_the_eps_lo
     torch.testing.assert_close(v_loss, eps_loss / schedule.alpha_bar.double()[t], rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="prediction must be 'eps' or 'v'"):
         loss_simple(v_network, schedule, x0, t, noise, prediction="x0")
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_dpm_solver_2m_keeps_no_autograd_graph(stochastic):
+    """Sampling a trained network must not record a graph through every step (memory grows with the
+    number of steps): the samples come back detached even when the network has parameters."""
+    network = torch.nn.Linear(2, 2)
+    x = dpm_solver_2m_sample(lambda x, t: network(x), schedule, (8, 2), steps=5, stochastic=stochastic,
+                             generator=torch.Generator().manual_seed(0))
+    assert not x.requires_grad and x.grad_fn is None

@@ -299,7 +299,6 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     return sorted(set(nearest.tolist()), reverse=True)
 
 
-@torch.no_grad()
 def trailing_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` timesteps T, T - T/steps, ..., T/steps (rounded): evenly spaced like
     :func:`ddim_timesteps`, but ending a whole stride above 0 rather than at t = 1, so that every
@@ -310,6 +309,7 @@ def trailing_timesteps(T: int, steps: int) -> list[int]:
     return [round(T - i * T / steps) for i in range(steps)]
 
 
+@torch.no_grad()
 def dpm_solver_2m_sample(
     model: EpsModel,
     schedule: NoiseSchedule,

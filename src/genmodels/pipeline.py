@@ -117,18 +117,23 @@ def _up_to_date(root: Path, step: Step, profile: str, entry: dict | None) -> boo
     made."""
     if not entry:
         return False
-    ran_in = entry.get("key", {}).get("profile")
-    if entry.get("key") != notebook_key(root, step, profile) and not (
-        ran_in in ("cpu", "gpu") and profile in ("cpu", "gpu")
-        and entry["key"] == notebook_key(root, step, ran_in)
-        and profiles_agree(root / "notebooks" / f"{step.notebook}.ipynb", ran_in, profile)
-    ):
+    if entry.get("key") != notebook_key(root, step, _served_by(root, step.notebook, profile, entry)):
         return False
     files = {f"{_executed_dir(root, profile).relative_to(root)}/{step.notebook}.ipynb": entry.get("executed")}
     if profile != "smoke":
         files.update(entry.get("outputs", {}))
     return all((root / path).is_file() and file_sha256(root / path) == digest
                for path, digest in files.items())
+
+
+def _served_by(root: Path, notebook: str, profile: str, entry: dict) -> str:
+    """The profile whose run serves ``profile``: the recorded run's, where the notebook runs the same
+    computation in both (:func:`profiles_agree`), else ``profile`` itself."""
+    ran_in = entry.get("key", {}).get("profile")
+    if ran_in != profile and {ran_in, profile} == {"cpu", "gpu"} \
+            and profiles_agree(root / "notebooks" / f"{notebook}.ipynb", ran_in, profile):
+        return ran_in
+    return profile
 
 
 def plan(
@@ -287,13 +292,10 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     manifest = _read_manifest(manifest_path)
     entry = manifest.get("notebooks", {}).get(notebook)
     executed_path = _executed_dir(root, profile) / f"{notebook}.ipynb"
-    key = notebook_key(root, step, profile)
     if not entry or not executed_path.exists() or entry.get("executed") != file_sha256(executed_path):
         raise SystemExit(f"{notebook}: no recorded run whose executed copy is {executed_path}: run it")
-    ran_in = entry["key"].get("profile")
-    if ran_in != profile and {ran_in, profile} == {"cpu", "gpu"} \
-            and profiles_agree(root / "notebooks" / f"{notebook}.ipynb", ran_in, profile):
-        profile, key = ran_in, notebook_key(root, step, ran_in)  # its run serves both: refresh that run
+    profile = _served_by(root, notebook, profile, entry)  # a run that serves both: refresh that run
+    key = notebook_key(root, step, profile)
 
     def without_source(k: dict) -> dict:
         return {name: value for name, value in k.items() if name != "source"}

@@ -130,8 +130,8 @@ sizes = {
         clip_channels=64,
         gp_channels=64,
         iterations=100_000,
-        clip_minutes=2.5,
-        gp_minutes=2.5,
+        clip_minutes=2.0,
+        gp_minutes=2.0,
         log_every=500,
     ),
 }[profile]

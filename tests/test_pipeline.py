@@ -120,6 +120,23 @@ def test_execute_notebook_passes_its_environment_and_writes_the_copy_only_when_i
     assert not (repo / "other.ipynb").exists() and not list(repo.glob(".other*"))
 
 
+@pytest.mark.slow
+def test_a_run_that_overruns_leaves_the_cells_it_ran_with_their_times_outside_the_published_folder(repo):
+    write_notebook(repo, "01_a", "print('first cell done')")
+    notebook = nbformat.read(repo / "notebooks/01_a.ipynb", as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(60)"))
+    nbformat.write(notebook, repo / "notebooks/01_a.ipynb")
+    target, partial = repo / "book/notebooks/01_a.ipynb", repo / "book/_build/partial/cpu/01_a.ipynb"
+    with pytest.raises(SystemExit, match=f"01_a failed after .*the cells that ran.* are in {partial}"):
+        pipeline.execute_notebook(repo / "notebooks/01_a.ipynb", target, "cpu", cwd=repo / "notebooks",
+                                  timeout=3, partial=partial)  # papermill stops the cell after 3 s
+    assert not target.exists() and not list(target.parent.glob(".*"))
+    kept = nbformat.read(partial, as_version=4)
+    assert kept.cells[-2].outputs[0]["text"] == "first cell done\n"
+    assert kept.cells[-2].metadata.papermill.duration >= 0  # the time each finished cell took
+    assert kept.cells[-1].metadata.papermill.start_time  # and when the one that overran started
+
+
 def test_unknown_notebooks_and_a_damaged_manifest_are_clear_errors(repo):
     with pytest.raises(SystemExit, match="no notebook '03_c'; the notebooks are 01_a, 02_b, 09_eval"):
         run(repo, only=["03_c"])

@@ -164,34 +164,55 @@ def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
     """Run one notebook with papermill in a child process; the executed copy appears atomically."""
     out_dir = _executed_dir(root, profile)
     return execute_notebook(root / "notebooks" / f"{step.notebook}.ipynb", out_dir / f"{step.notebook}.ipynb",
-                            profile, cwd=root / "notebooks", timeout=timeout, name=step.notebook)
+                            profile, cwd=root / "notebooks", timeout=timeout, name=step.notebook,
+                            partial=_partial_path(root, step.notebook, profile))
+
+
+def _partial_path(root: Path, notebook: str, profile: str) -> Path:
+    """Where the cells of a run that did not finish are kept, with their outputs and times: a scratch
+    folder of the build, never the published copies."""
+    return root / "book" / "_build" / "partial" / profile / f"{notebook}.ipynb"
 
 
 def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, timeout: int,
-                     env: dict[str, str] | None = None, name: str = "") -> dict:
+                     env: dict[str, str] | None = None, name: str = "", partial: Path | None = None) -> dict:
     """Execute ``source`` with papermill (parameter ``profile``) in a child process, in ``cwd``,
     within ``timeout`` seconds; ``target`` appears only when it succeeds. Returns its wall time, peak
-    memory and the executed copy's hash."""
+    memory and the executed copy's hash. A run that fails, overruns or is interrupted leaves the cells
+    it ran (papermill saves after each one, with its start time and duration) at ``partial``, if
+    given, and nothing at ``target``: where the time went is what the next attempt needs."""
     name = name or source.stem
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.stem}.tmp.ipynb")
     command = [sys.executable, "-c", _RUNNER, str(source), str(temporary), profile, str(cwd), str(timeout)]
+
+    def set_aside() -> str:
+        """Move what the unfinished run wrote out of the published folder; say where it went."""
+        if partial is None or not temporary.exists():
+            temporary.unlink(missing_ok=True)
+            return ""
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, partial)
+        return f"; the cells that ran, with their times, are in {partial}"
+
     started = time.perf_counter()
     try:
         done = subprocess.run(command, env={**os.environ, **(env or {}), "TQDM_DISABLE": "1"},
                               timeout=timeout + 120, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
-        temporary.unlink(missing_ok=True)
+        kept = set_aside()
         raise SystemExit(f"{name} ran past its {timeout} s limit and was stopped; its saved state "
-                         "in runs/ (if any) lets the next run resume it") from None
+                         f"in runs/ (if any) lets the next run resume it{kept}") from None
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        kept = set_aside()
+        if kept:
+            print(f"{name} interrupted{kept}", file=sys.stderr)
         raise
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        temporary.unlink(missing_ok=True)
+        kept = set_aside()
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise SystemExit(f"{name} failed after {seconds:.0f} s; the published copy is unchanged.\n"
+        raise SystemExit(f"{name} failed after {seconds:.0f} s; the published copy is unchanged{kept}.\n"
                          f"{tail}")
     os.replace(temporary, target)
     peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))

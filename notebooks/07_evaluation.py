@@ -222,7 +222,7 @@ ddpm, ddpm_schedule, ddpm_checkpoint = load_ddpm(
 ddpm_record = ddpm_checkpoint["extra"]["record"]
 # smoke: only proves the row runs
 ddpm_calls = {"smoke": 5, "cpu": 20, "gpu": 20}[profile]
-# fresh noise at every step, as Algorithm 2; the last step lands T / calls above t = 0
+# fresh noise at every step, as Algorithm 2; the last timestep is T / calls, not 1
 ddpm_timesteps = trailing_timesteps(ddpm_schedule.T, ddpm_calls)
 
 

@@ -29,8 +29,8 @@ from genmodels.diffusion import (
     load_ddpm,
     trailing_timesteps,
 )
-from genmodels.features import extract_features, load_classifier
-from genmodels.metrics import FeatureStatistics, frechet_distance
+from genmodels.features import feature_statistics, load_classifier
+from genmodels.metrics import frechet_distance
 from genmodels.train import file_sha256, git_commit, hardware, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,7 @@ def main() -> None:
     checkpoint = ROOT / "checkpoints" / "ddpm.pt"
     model, schedule, _ = load_ddpm(checkpoint)
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
-    test = extract_features(classifier, load_mnist(train=False).data)
-    reference = FeatureStatistics(test.shape[1]).update(test)
+    reference = feature_statistics(classifier, load_mnist(train=False).data)
     print(f"{hardware('cpu')}; N = {args.n:,} per sampler and seed, seeds {args.seeds}", flush=True)
 
     rows = []
@@ -74,8 +73,7 @@ def main() -> None:
                     chunks.append(((x.float() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
                 seconds = time.perf_counter() - started
                 images = torch.cat(chunks)
-                features = extract_features(classifier, images)
-                statistics = FeatureStatistics(features.shape[1]).update(features)
+                statistics = feature_statistics(classifier, images)
                 fid = frechet_distance(reference.mean, reference.covariance, statistics.mean,
                                        statistics.covariance)
                 with torch.no_grad():

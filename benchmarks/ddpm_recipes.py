@@ -48,7 +48,7 @@ from genmodels.diffusion import (  # noqa: E402
     v_target,
 )
 from genmodels.distributions import mean_flat  # noqa: E402
-from genmodels.features import extract_features, load_classifier  # noqa: E402
+from genmodels.features import extract_features, legible_share, load_classifier  # noqa: E402
 from genmodels.metrics import FeatureStatistics, frechet_distance  # noqa: E402
 from genmodels.train import decay_to_zero, file_sha256, git_commit, hardware, power_ema, write_json  # noqa: E402
 from genmodels.unet import UNet, UNetConfig  # noqa: E402
@@ -241,8 +241,7 @@ def main() -> None:
                                          clip_x0=True)
             images.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
         images = torch.cat(images)
-        confidence = classifier(images).softmax(-1).max(-1).values
-        return fid_of(images), (confidence > 0.9).float().mean().item()
+        return fid_of(images), legible_share(classifier, images)
 
     floor = fid_of(load_mnist(train=True).data[: args.n_fid])
     print(f"{hardware('cpu')}; FID floor (N = {args.n_fid} real training images): {floor:.3f}", flush=True)

@@ -1,8 +1,8 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
-results/training_throughput.png and results/stochastic_samplers.png; and results/ddpm_profiles.png,
-the DDPM notebook's runs side by side from their checkpoint records: the published one
-(checkpoints/ddpm.json, the gpu profile), the gpu profile's first run (results/gpu-h200/ddpm.json)
-and the cpu profile's (results/cpu-xeon/ddpm.json).
+results/training_throughput.png, results/allocator.png and results/stochastic_samplers.png; and
+results/ddpm_profiles.png, the DDPM notebook's runs side by side from their checkpoint records: the
+published one (checkpoints/ddpm.json, the gpu profile), the gpu profile's first run
+(results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -61,6 +61,41 @@ def plot_training_throughput(throughput: dict, path: Path) -> None:
     ax.set_xlim(right=max(values) * 20)
     ax.invert_yaxis()
     ax.set_title(f"training throughput on {throughput['hardware']}, torch {throughput['torch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_allocator(section: dict, path: Path) -> None:
+    """Images per second of each workload under each allocator setting (ratio to glibc's defaults),
+    and the system time per call that the kernel spent on page faults."""
+    rows = section["rows"]
+    workloads, arms = section["workloads"], section["arms"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(workloads) * len(arms) + 1.4), sharey=True)
+    labels, positions = [], []
+    for w, workload in enumerate(workloads):
+        for a, arm in enumerate(arms):
+            positions.append(w * (len(arms) + 1) + a)
+            labels.append(f"{workload}: {arm}" if a == 0 else arm)
+    colors = ["tab:gray" if arm == "glibc defaults" else "tab:blue" for _ in workloads for arm in arms]
+    for ax, key, title in ((axes[0], "images_per_s", "images per second (one network call or training step)"),
+                           (axes[1], "system_seconds_per_call", "system (kernel) seconds per call")):
+        values = [rows[workload][arm][key] for workload in workloads for arm in arms]
+        bars = ax.barh(positions, values, color=colors)
+        if key == "images_per_s":  # the range over processes as a whisker, the ratio beside it
+            pairs = [(w, a) for w in workloads for a in arms]
+            low = [v - rows[w][a]["images_per_s_range"][0] for v, (w, a) in zip(values, pairs, strict=True)]
+            high = [rows[w][a]["images_per_s_range"][1] - v for v, (w, a) in zip(values, pairs, strict=True)]
+            ax.errorbar(values, positions, xerr=[low, high], fmt="none", ecolor="black", lw=1, capsize=3)
+            for bar, (workload, arm) in zip(bars, pairs, strict=True):
+                ax.text(rows[workload][arm]["images_per_s_range"][1], bar.get_y() + bar.get_height() / 2,
+                        f"  {rows[workload][arm]['speedup']:.2f}x", va="center", fontsize=8)
+            ax.set_xlim(right=1.2 * max(rows[w][a]["images_per_s_range"][1] for w, a in pairs))
+        ax.set_xlabel(title)
+    axes[0].set_yticks(positions, [label.replace(": ", ":\n") for label in labels], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"median process of {section['processes']} (whiskers: the range), each the median of "
+                 f"{section['repeats']} calls; bf16 autocast, on "
+                 f"{section['hardware']}, torch {section['torch']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -134,7 +169,8 @@ def plot_stochastic_samplers(section: dict, path: Path) -> None:
         ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
         ax.set_xlabel(label)
         ax.invert_yaxis()
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].set_xlim(right=axes[0].get_xlim()[1] + 0.3 * (axes[0].get_xlim()[1] - axes[0].get_xlim()[0]))
+    axes[0].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"the published DDPM, {', '.join(map(str, calls))} network calls, N = {section['n']:,} per "
                  f"sampler and seed (seeds {section['seeds']}; one grey line per seed), on "
                  f"{section['hardware']}", fontsize=9)
@@ -149,6 +185,9 @@ def main() -> None:
     if "training_throughput" in stored:
         plot_training_throughput(stored["training_throughput"], ROOT / "results" / "training_throughput.png")
         print("written results/training_throughput.png")
+    if "allocator" in stored:
+        plot_allocator(stored["allocator"], ROOT / "results" / "allocator.png")
+        print("written results/allocator.png")
     if "stochastic_samplers" in stored:
         plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
         print("written results/stochastic_samplers.png")

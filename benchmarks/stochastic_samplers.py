@@ -1,21 +1,26 @@
-"""The published DDPM's stochastic samplers at few network calls: DDIM with eta = 1 (the evaluation
-table's sampler) against SDE-DPM-Solver++(2M), which adds a second-order correction at no extra call.
+"""The published DDPM's stochastic samplers at few network calls: DDIM with eta = 1 against
+SDE-DPM-Solver++(2M), which adds a second-order correction at no extra call, on three spacings of
+its timesteps (the evaluation table samples with the winner: SDE-DPM-Solver++(2M), trailing).
 
 Run: python benchmarks/stochastic_samplers.py [--n 1000] [--seeds 0 1 2] [--calls 20]
 Each sampler draws N images per seed from checkpoints/ddpm.pt under bf16 autocast, as the evaluation
 notebook does, from the same seeds; each set is scored by the book's FID (classifier features against
 the 10,000 test images) and by the share the classifier calls a digit with confidence above 0.9
-("legible"). SDE-DPM-Solver++(2M) runs on two spacings of its timesteps: DDIM's (evenly spaced from
-T to 1) and the trailing one (T, T - T/n, ..., T/n). FID at N = 1,000 is biased upwards and noisy, so
-compare samplers seed by seed: the seeds are shared. Prints and writes the section
-"stochastic_samplers" of results/benchmarks.json, with hardware, commit and the checkpoint's hash.
-Not a test.
+("legible"). SDE-DPM-Solver++(2M) runs on DDIM's spacing (evenly spaced from T to 1), the trailing
+one (T, T - T/n, ..., T/n), and the quadratic one of Song et al.'s DDIM experiments
+(T (1 - i/n)^2 for i = 0, ..., n - 1), which crowds the steps at low noise. FID at N = 1,000 is
+biased upwards and noisy, so compare samplers seed by seed: the seeds are shared. Prints and writes
+the section "stochastic_samplers" of results/benchmarks.json, with hardware, commit and the
+checkpoint's hash. Not a test. Run it with the allocator setting `make results` uses
+(genmodels.pipeline.KEEP_FREED_MEMORY, see benchmarks/allocator.py), or the times per 1,000 are
+those of glibc's defaults; the file records which.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,11 +34,19 @@ from genmodels.diffusion import (
     load_ddpm,
     trailing_timesteps,
 )
-from genmodels.features import feature_statistics, load_classifier
+from genmodels.features import feature_statistics, legible_share, load_classifier
 from genmodels.metrics import frechet_distance
+from genmodels.pipeline import KEEP_FREED_MEMORY
 from genmodels.train import file_sha256, git_commit, hardware, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def quadratic_timesteps(T: int, steps: int) -> list[int]:
+    """T (1 - i / steps)^2 for i = 0, ..., steps - 1, rounded: dense near t = 0."""
+    return [round(T * (1 - i / steps) ** 2) for i in range(steps)]
+
+
 SAMPLERS = {
     "DDIM, eta = 1": lambda model, schedule, shape, calls, generator: ddim_sample(
         model, schedule, shape, steps=calls, eta=1.0, generator=generator),
@@ -42,6 +55,9 @@ SAMPLERS = {
                              stochastic=True, generator=generator)),
     "SDE-DPM-Solver++(2M), trailing timesteps": lambda model, schedule, shape, calls, generator: (
         dpm_solver_2m_sample(model, schedule, shape, timesteps=trailing_timesteps(schedule.T, calls),
+                             stochastic=True, generator=generator)),
+    "SDE-DPM-Solver++(2M), quadratic timesteps": lambda model, schedule, shape, calls, generator: (
+        dpm_solver_2m_sample(model, schedule, shape, timesteps=quadratic_timesteps(schedule.T, calls),
                              stochastic=True, generator=generator)),
 }
 
@@ -76,8 +92,7 @@ def main() -> None:
                 statistics = feature_statistics(classifier, images)
                 fid = frechet_distance(reference.mean, reference.covariance, statistics.mean,
                                        statistics.covariance)
-                with torch.no_grad():
-                    legible = (classifier(images).softmax(-1).max(-1).values > 0.9).float().mean().item()
+                legible = legible_share(classifier, images)
                 rows.append(dict(sampler=name, calls=calls, seed=seed, fid=fid, legible=legible,
                                  seconds_per_1k=1000 * seconds / args.n))
                 print(f"  {name:42s} {calls:3d} calls, seed {seed}: FID {fid:.3f}, legible {legible:.1%}, "
@@ -90,6 +105,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "checkpoint_sha256": file_sha256(checkpoint), "n": args.n, "seeds": args.seeds,
         "reference": "the 10,000 test images", "autocast": "bfloat16", "rows": rows,
+        "allocator": {name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
     }
     write_json(path, stored)
     print(f"written to {path.relative_to(ROOT)} (section stochastic_samplers)")

@@ -12,6 +12,7 @@ from genmodels.features import (
     extract_features,
     feature_statistics,
     inception_features,
+    legible_share,
     load_classifier,
 )
 from genmodels.train import save_checkpoint
@@ -103,3 +104,25 @@ def test_load_classifier_rebuilds_it_in_eval_mode(classifier, images, tmp_path):
     loaded, _ = load_classifier(path)
     assert loaded.config == classifier.config and not loaded.training
     np.testing.assert_allclose(extract_features(loaded, images), extract_features(classifier, images))
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in classifier whose logits for image i are row i of a table."""
+
+    def __init__(self, logits: np.ndarray):
+        super().__init__()
+        self.logits = torch.as_tensor(logits)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits[images[:, 0, 0, 0].long()]
+
+
+def test_legible_share_counts_the_images_classified_with_probability_above_the_threshold():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (700, 10))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)  # softmax by hand
+    expected = np.sum(probabilities.max(axis=1) > 0.9)
+    index = torch.arange(700).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28)  # image i holds i
+    share = legible_share(_FixedLogits(logits), index, batch_size=256)  # three batches, the last short
+    assert 35 < expected < 665 and round(share * 700) == expected
+    assert legible_share(_FixedLogits(logits), index, confidence=0.0) == 1.0

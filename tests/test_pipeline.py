@@ -121,6 +121,21 @@ def test_execute_notebook_passes_its_environment_and_writes_the_copy_only_when_i
 
 
 @pytest.mark.slow
+def test_notebooks_keep_freed_memory_unless_the_environment_says_otherwise(repo, monkeypatch):
+    """The allocator setting of benchmarks/allocator.py reaches the notebook's process; a value the
+    user exported wins."""
+    code = "import os\nprint(os.environ['MALLOC_MMAP_THRESHOLD_'], os.environ['MALLOC_TRIM_THRESHOLD_'])"
+    write_notebook(repo, "01_a", code)
+    target = repo / "elsewhere" / "01_a.ipynb"
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    pipeline.execute_notebook(repo / "notebooks/01_a.ipynb", target, "smoke", cwd=repo / "notebooks",
+                              timeout=120)
+    printed = nbformat.read(target, as_version=4).cells[-1].outputs[0]["text"].split()
+    assert printed == [str(32 * 2**20), "131072"]
+
+
+@pytest.mark.slow
 def test_a_run_that_overruns_leaves_the_cells_it_ran_with_their_times_outside_the_published_folder(repo):
     write_notebook(repo, "01_a", "print('first cell done')")
     notebook = nbformat.read(repo / "notebooks/01_a.ipynb", as_version=4)

@@ -24,6 +24,7 @@ __all__ = [
     "extract_features",
     "feature_statistics",
     "inception_features",
+    "legible_share",
     "load_classifier",
 ]
 
@@ -99,6 +100,16 @@ def feature_statistics(network: nn.Module, images: torch.Tensor, batch_size: int
             statistics = statistics or FeatureStatistics(features.shape[1])
             statistics.update(features)
     return statistics
+
+
+@torch.no_grad()
+def legible_share(classifier: nn.Module, images: torch.Tensor, confidence: float = 0.9,
+                  batch_size: int = 500) -> float:
+    """The share of ``images`` that ``classifier`` assigns to one class with a probability above
+    ``confidence``: the samples a reader would call a digit ("legible" in the book's tables)."""
+    classifier.eval()
+    top = torch.cat([classifier(batch).softmax(-1).max(-1).values for batch in images.split(batch_size)])
+    return (top > confidence).float().mean().item()
 
 
 class _InceptionFeatures(nn.Module):

@@ -41,10 +41,11 @@ import time
 from pathlib import Path
 
 import torch
+from timing import store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, load_ddpm, loss_simple
 from genmodels.pipeline import KEEP_FREED_MEMORY
-from genmodels.train import git_commit, hardware, write_json
+from genmodels.train import hardware
 from genmodels.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,18 +152,12 @@ def main() -> None:
                   f"processes {min(rates):.0f} to {max(rates):.0f}), {row['minor_faults_per_call']:>9,.0f} "
                   f"faults and {row['system_seconds_per_call']:.2f} s system time per call", flush=True)
 
-    path = ROOT / "results" / "benchmarks.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["allocator"] = {
-        "hardware": hardware("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "commit": git_commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "repeats": args.repeats, "processes": args.processes, "autocast": "bfloat16",
-        "settings": {"huge pages": HUGE_PAGES, "freed memory kept": KEEP_FREED},
-        "arms": list(ARMS), "workloads": list(WORKLOADS),  # in this order (the file's keys are sorted)
-        "threshold": "an arm earns its place at >= 1.3x", "rows": rows,
-    }
-    write_json(path, results)
-    print(f"written to {path.relative_to(ROOT)} (section allocator)")
+    store_section(
+        "allocator", threads=torch.get_num_threads(), repeats=args.repeats, processes=args.processes,
+        autocast="bfloat16", settings={"huge pages": HUGE_PAGES, "freed memory kept": KEEP_FREED},
+        arms=list(ARMS), workloads=list(WORKLOADS),  # in this order (the file's keys are sorted)
+        threshold="an arm earns its place at >= 1.3x", rows=rows,
+    )
 
 
 if __name__ == "__main__":

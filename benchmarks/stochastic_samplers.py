@@ -19,12 +19,12 @@ those of glibc's defaults; the file records which.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
+from timing import store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import (
@@ -37,7 +37,7 @@ from genmodels.diffusion import (
 from genmodels.features import feature_statistics, legible_share, load_classifier
 from genmodels.metrics import frechet_distance
 from genmodels.pipeline import KEEP_FREED_MEMORY
-from genmodels.train import file_sha256, git_commit, hardware, write_json
+from genmodels.train import file_sha256, hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,17 +98,11 @@ def main() -> None:
                 print(f"  {name:42s} {calls:3d} calls, seed {seed}: FID {fid:.3f}, legible {legible:.1%}, "
                       f"{1000 * seconds / args.n:.0f} s per 1,000", flush=True)
 
-    path = ROOT / "results" / "benchmarks.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored["stochastic_samplers"] = {
-        "hardware": hardware("cpu"), "commit": git_commit(), "torch": torch.__version__,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "checkpoint_sha256": file_sha256(checkpoint), "n": args.n, "seeds": args.seeds,
-        "reference": "the 10,000 test images", "autocast": "bfloat16", "rows": rows,
-        "allocator": {name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
-    }
-    write_json(path, stored)
-    print(f"written to {path.relative_to(ROOT)} (section stochastic_samplers)")
+    store_section(
+        "stochastic_samplers", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
+        reference="the 10,000 test images", autocast="bfloat16", rows=rows,
+        allocator={name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,15 @@
-"""What the benchmark scripts share: timing a step after warm-up."""
+"""What the benchmark scripts share: timing a step after warm-up, and storing what was measured in
+results/benchmarks.json with where and when it was measured."""
 
+import json
 import time
+from pathlib import Path
+
+import torch
+
+from genmodels.train import git_commit, hardware, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(step, repeats: int) -> float:
@@ -11,3 +20,15 @@ def timed(step, repeats: int) -> float:
     for _ in range(repeats):
         step()
     return (time.perf_counter() - started) / repeats
+
+
+def store_section(name: str, **fields) -> Path:
+    """Write ``fields`` as the section ``name`` of results/benchmarks.json, with the hardware, torch
+    version, commit and time of the measurement; the file's other sections are kept."""
+    path = ROOT / "results" / "benchmarks.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored[name] = {"hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+    write_json(path, stored)
+    print(f"written to {path.relative_to(ROOT)} (section {name})")
+    return path

@@ -14,15 +14,13 @@ machine. Not a test.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import torch
-from timing import timed  # benchmarks/timing.py, beside this script
+from timing import store_section, timed  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
-from genmodels.train import git_commit, hardware, read_checkpoint, write_json
+from genmodels.train import hardware, read_checkpoint
 from genmodels.unet import UNet, UNetConfig
 from genmodels.vae import VAE, VAEConfig, binarize, elbo_terms
 from genmodels.wgan import (
@@ -120,15 +118,7 @@ def main() -> None:
                       "images_per_step": images}
         print(f"  {name:24s} {images / seconds:9.1f} images/s ({seconds * 1000:.1f} ms per step of "
               f"{images} images)", flush=True)
-    path = ROOT / "results" / "benchmarks.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["training_throughput"] = {
-        "hardware": hardware("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "commit": git_commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "repeats": args.repeats, "rows": rows,
-    }
-    write_json(path, results)
-    print(f"written to {path}")
+    store_section("training_throughput", threads=torch.get_num_threads(), repeats=args.repeats, rows=rows)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
-from pathlib import Path
 
 import torch
-from timing import timed  # benchmarks/timing.py, beside this script
+from timing import store_section, timed  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import NoiseSchedule, loss_simple
-from genmodels.train import git_commit, hardware, write_json
+from genmodels.train import hardware
 from genmodels.unet import UNet, UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 schedule = NoiseSchedule()
 
 
@@ -141,15 +138,8 @@ def main() -> None:
             rows[name]["loss_last_50_of_150_steps"] = round(loss, 5)
             print(f"  loss check {name:28s} {loss:.5f}")
 
-    path = ROOT / "results" / "benchmarks.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results["unet_levers"] = {
-        "hardware": hardware("cpu"), "threads": threads, "torch": torch.__version__, "commit": git_commit(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "channels": c, "batch": 128,
-        "threshold": "a lever is kept only at >= 1.3x and with no harm to the loss", "rows": rows,
-    }
-    write_json(path, results)
-    print(f"written to {path}")
+    store_section("unet_levers", threads=threads, channels=c, batch=128,
+                  threshold="a lever is kept only at >= 1.3x and with no harm to the loss", rows=rows)
 
 
 if __name__ == "__main__":

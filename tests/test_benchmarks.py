@@ -67,3 +67,28 @@ def test_the_profile_figure_draws_each_run_that_scored_itself(tmp_path):
     history = [h for h in records[2][1]["history"] if "fid_dpm20" in h]
     assert list(published.get_ydata()) == [h["fid_dpm20"] for h in history]
     assert published.get_xdata()[-1] == pytest.approx(history[-1]["seconds"] / 60)
+
+
+@pytest.fixture
+def beside(monkeypatch):
+    """The benchmark scripts import benchmarks/timing.py from their own folder."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
+def test_a_stored_section_says_where_and_when_and_keeps_the_others(beside, tmp_path):
+    timing = load("timing")
+    timing.ROOT = tmp_path
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "benchmarks.json").write_text(json.dumps({"earlier": {"rows": [1]}}))
+    timing.store_section("new", rows=[2], threads=2)
+    stored = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
+    assert stored["earlier"] == {"rows": [1]}
+    assert stored["new"]["rows"] == [2] and stored["new"]["threads"] == 2
+    assert {"hardware", "torch", "commit", "measured_at"} <= set(stored["new"])
+
+
+def test_the_quadratic_spacing_crowds_the_steps_at_low_noise(beside):
+    times = load("stochastic_samplers").quadratic_timesteps(1000, 20)
+    assert len(times) == 20 and times[0] == 1000 and times[-1] == 3  # 1000 (1/20)^2, rounded
+    assert all(a > b for a, b in zip(times, times[1:], strict=False))
+    assert sum(t <= 250 for t in times) == 10  # (1 - i/20)^2 <= 1/4 for i >= 10

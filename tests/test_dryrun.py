@@ -19,6 +19,7 @@ from genmodels.dryrun import (
     gpu_dry,
     is_profile_table,
     run_gpu_dry,
+    settings_read,
 )
 from genmodels.pipeline import STEPS, Step
 
@@ -120,7 +121,7 @@ def test_every_notebook_has_profile_tables_and_every_entry_is_classified(path):
     differ = [key for key, (smoke, gpu) in entries.items() if key in SETTINGS and smoke != gpu]
     assert sorted(settings) == sorted(differ)
     stop = STOP_BEFORE.get(path.stem)
-    if stop is not None:  # the dry run ends just before that heading
+    if stop is not None:  # the dry run ends just before that cell
         source = nbformat.read(path, as_version=4).cells
         assert source[len(notebook.cells)].source.startswith(stop)
         assert [c.source for c in source[: len(notebook.cells)] if c.cell_type == "markdown"] == \
@@ -142,6 +143,38 @@ def test_the_ddpm_dry_run_builds_the_gpu_network_and_trains_on_the_smoke_data():
     assert (sizes["channels"], sizes["blocks_per_level"], sizes["batch_size"]) == \
            (gpu["channels"], gpu["blocks_per_level"], gpu["batch_size"]) == (64, 2, 512)
     assert sizes["n_train"] == sizes["batch_size"] and sizes["epochs"] == 1 and sizes["train_minutes"] is None
+
+
+def _cells(*sources: str) -> list:
+    return [nbformat.v4.new_code_cell(source) for source in sources]
+
+
+def test_the_settings_a_cell_reads_are_found_in_every_spelling_but_not_in_the_tables_that_set_them():
+    table = "sizes = {'smoke': dict(channels=8, iwae_k=2), 'cpu': dict(channels=8, iwae_k=9), " \
+            "'gpu': dict(channels=64, iwae_k=99)}[profile]"
+    assert settings_read(_cells(table, "%matplotlib inline", "x = 1")) == set()
+    assert settings_read(_cells("width = sizes['channels']")) == {"channels"}
+    assert settings_read(_cells("net = UNet(config.channels)", "print(f\"{sizes['iwae_k']}\")")) == \
+           {"channels", "iwae_k"}
+    assert settings_read(_cells("make(batch_size=2)", "lr = learning_rate * 2")) == \
+           {"batch_size", "learning_rate"}
+    assert settings_read([nbformat.v4.new_markdown_cell("the channels")]) == set()
+
+
+def test_a_dry_run_may_not_stop_before_the_only_cell_that_reads_a_setting(tmp_path, monkeypatch):
+    table = "sizes = {'smoke': dict(epochs=1, channels=8), 'cpu': dict(epochs=9, channels=8), " \
+            "'gpu': dict(epochs=9, channels=64)}[profile]"
+    cells = [nbformat.v4.new_code_cell(table), nbformat.v4.new_code_cell("epochs = sizes['epochs']"),
+             nbformat.v4.new_markdown_cell("## Later"), nbformat.v4.new_code_cell("w = sizes['channels']")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "01_a.ipynb")
+    monkeypatch.setitem(STOP_BEFORE, "01_a", "## Later")
+    with pytest.raises(DryRunError, match=r"01_a.ipynb: the cells from '## Later' on, which the dry run "
+                                          r"skips, read \['channels'\], which no cell before them reads"):
+        dry_notebook(tmp_path / "01_a.ipynb")
+    cells[1].source += "\nwidth = sizes['channels']"  # now a cell that runs reads it too
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), tmp_path / "01_a.ipynb")
+    notebook, settings = dry_notebook(tmp_path / "01_a.ipynb")
+    assert len(notebook.cells) == 2 and settings == ["channels"]
 
 
 @pytest.fixture

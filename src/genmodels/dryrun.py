@@ -14,7 +14,8 @@ entry that is in neither list stops the dry run with a message naming it, so tha
 classified when it is added. A notebook whose gpu settings are its smoke settings is left to the
 smoke run of ``make test``, which already runs what its dry run would; where even the smoke counts
 would take minutes at the gpu width, ``FEWER`` gives smaller ones, and ``STOP_BEFORE`` ends a dry
-run before a section whose cost no count sets. The notebook otherwise runs as the smoke profile
+run before the cells whose cost no count sets, provided they read no setting that the cells before
+them do not. The notebook otherwise runs as the smoke profile
 does: it writes only to scratch folders, publishes nothing, and ``checkpoints/``, ``results/`` and
 ``book/notebooks/`` are protected (``$GENMODELS_PROTECTED_DIRS``), so that an attempt to write there
 fails the run. The executed copies and ``pipeline.json`` (wall time and peak memory of each
@@ -42,7 +43,8 @@ from genmodels.train import (
 )
 
 __all__ = [
-    "COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "is_profile_table", "run_gpu_dry"
+    "COUNTS", "SETTINGS", "DryRunError", "dry_source", "gpu_dry", "is_profile_table", "run_gpu_dry",
+    "settings_read",
 ]
 
 PROFILE_KEYS = ("smoke", "cpu", "gpu")
@@ -65,16 +67,25 @@ SETTINGS = frozenset({
 })
 # Counts smaller than the smoke profile's, where the smoke count at the gpu width would take minutes:
 # the DDPM chapter's grid of eight samplers makes about 1,165 network calls per image, each ~13 ms for
-# the gpu profile's 64-channel U-Net on two CPU cores; one epoch is one step of 512 images.
+# the gpu profile's 64-channel U-Net on two CPU cores; one epoch is one step of 512 images. The WGANs'
+# 30 smoke iterations of six 64-channel steps each (five of the critic, one of the generator) took
+# 24 s; ten check the same shapes.
 FEWER = {
+    "03_wgan": dict(iterations=10, log_every=5),
     "04_ddpm": dict(epochs=1, n_grid=1),
 }
-# Where a dry run stops. The DDPM chapter's sampler comparison costs what no entry of its table sets:
-# 13 samplers (about 1,250 network calls per image) on at least 129 images, since FID's covariance of
-# 128 features needs more images than features (its whole dry run took 10 minutes). The rest of the
-# Langevin chapter reads no setting (only counts, and the published DDPM), so its smoke run covers it.
+# Where a dry run stops: before the cells whose cost no count sets, once every setting has been read
+# by a cell that runs (``dry_notebook`` refuses a stop after which a cell reads a setting that no
+# earlier cell reads). The DDPM chapter, after training: a loss probe of 512 test images at 12 noise
+# levels (30-60 s at the gpu width), a 1,000-step trajectory, and the comparison of 13 samplers (about
+# 1,250 network calls per image) on at least 129 images, since FID's covariance of 128 features needs
+# more images than features (its dry run took 10 minutes). The VAE chapter's last analysis: a
+# K-sample bound on 256 images (30 s at the gpu K), which the test-set bound before it already runs
+# at the same K. The rest of the Langevin chapter reads no setting (only counts, and the published
+# DDPM), so its smoke run covers it.
 STOP_BEFORE = {
-    "04_ddpm": "## 5. How good, and how fast?",
+    "02_vae": "### Which latent dimensions are used",
+    "04_ddpm": "Left, the training loss",
     "05_langevin": "## 5. Learning the score by denoising",
 }
 DRY_DIR = "book/_build/gpu-dry"
@@ -167,6 +178,32 @@ def _entries(name: str, table: ast.Dict) -> dict[str, tuple[ast.expr, ast.expr]]
     return {key: (smoke_items.get(key, gpu_items[key]), gpu_items[key]) for key in gpu_items}
 
 
+def settings_read(cells) -> set[str]:
+    """The settings (``SETTINGS``) that a notebook's code ``cells`` read outside the profile tables
+    that set them: as a name (``batch_size``), a key (``sizes["channels"]``), an attribute
+    (``config.channels``) or a keyword (``channels=...``)."""
+    read = set()
+
+    def visit(node: ast.AST) -> None:
+        if is_profile_table(node):
+            return
+        word = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else node.arg if isinstance(node, ast.keyword)
+                else node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None)
+        if word in SETTINGS:
+            read.add(word)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for cell in cells:
+        if cell.cell_type == "code":
+            try:
+                visit(ast.parse(cell.source))
+            except SyntaxError:
+                continue  # an IPython magic, not Python
+    return read
+
+
 class Rewritten(NamedTuple):
     source: str  # the cell, its profile tables rewritten
     tables: list[str]  # the names the tables are assigned to
@@ -203,7 +240,8 @@ def dry_notebook(path: Path):
         if len(ends) != 1:
             raise DryRunError(f"{path.name}: STOP_BEFORE names {stop!r}, which begins {len(ends)} cells, "
                               "not one: update it in genmodels/dryrun.py")
-        notebook.cells = notebook.cells[: ends[0]]
+        skipped, notebook.cells = notebook.cells[ends[0]:], notebook.cells[: ends[0]]
+        unchecked = settings_read(skipped) - settings_read(notebook.cells)
     tables, settings = [], []
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -214,6 +252,10 @@ def dry_notebook(path: Path):
     if not tables:
         raise DryRunError(f"{path.name} has no profile table (`name = {{...}}[profile]`): give its sizes "
                           "one, so that the dry run knows its counts from its settings")
+    if stop is not None and unchecked & set(settings):
+        raise DryRunError(f"{path.name}: the cells from {stop!r} on, which the dry run skips, read "
+                          f"{sorted(unchecked & set(settings))}, which no cell before them reads, so no "
+                          "dry run would check it: move STOP_BEFORE later in genmodels/dryrun.py")
     return notebook, settings
 
 

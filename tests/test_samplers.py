@@ -144,6 +144,37 @@ def test_logsnr_timesteps_are_evenly_spaced_in_log_snr():
         logsnr_timesteps(schedule, 1)
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_logsnr_timesteps_are_as_many_as_asked_even_where_lambda_falls_steeply(kind):
+    noise = NoiseSchedule(T=1000, kind=kind)
+    alpha_bar = noise.alpha_bar.double()
+    lambdas = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # lambdas[t], t = 0..T
+    if kind == "cosine":  # beta clipped at 0.999: the last timestep spans a fifth of lambda's range
+        assert lambdas[999] - lambdas[1000] > 0.2 * (lambdas[1] - lambdas[1000])
+    for steps in (2, 3, 5, 10, 17, 20, 25, 50, 100, 999, 1000):
+        times = logsnr_timesteps(noise, steps)
+        assert len(times) == steps and times[0] == noise.T and times[-1] == 1
+        assert all(a > b for a, b in zip(times, times[1:], strict=False)), times
+        nearest = nearest_of(noise, steps)  # away from the collisions, each t is the nearest its target
+        if len(set(nearest)) == steps:
+            assert times == nearest
+        elif kind == "cosine" and steps <= 20:  # the collisions are all at t = 999 and 1000
+            assert [t for t, n in zip(times, nearest, strict=True) if t != n] == \
+                   list(range(999, 999 - sum(t != n for t, n in zip(times, nearest, strict=True)), -1))
+            assert all(t == n for t, n in zip(times, nearest, strict=True) if n < 990)
+    if kind == "cosine":  # 17 distinct nearest timesteps for 20 targets, the first five at 996..1000
+        assert len(set(nearest_of(noise, 20))) == 17
+        assert logsnr_timesteps(noise, 20)[:5] == [1000, 999, 998, 997, 996]
+
+
+def nearest_of(noise: NoiseSchedule, steps: int) -> list[int]:
+    """For each of ``steps`` targets evenly spaced in lambda from lambda_T to lambda_1, the nearest t."""
+    alpha_bar = noise.alpha_bar.double()[1:].numpy()
+    lambdas = 0.5 * np.log(alpha_bar / (1 - alpha_bar))
+    targets = np.linspace(lambdas[-1], lambdas[0], steps)
+    return [int(np.abs(lambdas - target).argmin()) + 1 for target in targets]
+
+
 @pytest.mark.parametrize("bad", [[], [500, 1000], [1001, 10], [10, 0], [20, 20, 10]])
 def test_dpm_solver_refuses_timesteps_that_do_not_decrease_within_1_to_T(bad):
     with pytest.raises(ValueError, match="decrease strictly within 1..T"):

@@ -288,15 +288,25 @@ def ddim_sample(
 
 
 def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    """``steps`` timesteps from T down to 1 whose log-SNR lambda_t = log(alpha_t / sigma_t) is evenly
-    spaced (Lu et al. 2022's recommended spacing), each rounded to the nearest integer t."""
+    """``steps`` distinct timesteps from T down to 1 whose log-SNR lambda_t = log(alpha_t / sigma_t) is
+    evenly spaced (Lu et al. 2022's recommended spacing), each rounded to the nearest integer t.
+
+    Where lambda falls by more than a grid step within one timestep, neighbouring targets round to the
+    same t: the cosine schedule's last step, whose beta is clipped at 0.999, spans about a fifth of its
+    whole lambda range, so that 20 targets round to only 17 timesteps. Each such target takes the next
+    free timestep below instead, so that a sampler given ``steps`` makes ``steps`` network calls; its
+    first steps are then uneven in lambda, the rest evenly spaced as before."""
     if not 2 <= steps <= schedule.T:
         raise ValueError(f"steps must lie in 2..T = 2..{schedule.T}, got {steps}")
     alpha_bar = schedule.alpha_bar.double()[1:]  # t = 1..T
     lambdas = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # decreasing in t
     targets = torch.linspace(lambdas[-1].item(), lambdas[0].item(), steps, dtype=torch.float64)
-    nearest = (lambdas[None, :] - targets[:, None]).abs().argmin(dim=1) + 1
-    return sorted(set(nearest.tolist()), reverse=True)
+    nearest = (lambdas[None, :] - targets[:, None]).abs().argmin(dim=1) + 1  # T first, 1 last
+    times: list[int] = []
+    for i, t in enumerate(nearest.tolist()):
+        below = steps - 1 - i  # timesteps still to place under this one, each at least 1
+        times.append(max(min(t, times[-1] - 1) if times else t, below + 1))
+    return times
 
 
 def trailing_timesteps(T: int, steps: int) -> list[int]:
@@ -329,7 +339,8 @@ def dpm_solver_2m_sample(
 
     r = h_prev / h; the first step uses D = x0_t (this is DDIM, eta = 0) and the last one, to the data
     (sigma = 0), lands on x0_t. ``timesteps`` (decreasing, in 1..T) default to ``steps`` of them
-    evenly spaced in lambda (:func:`logsnr_timesteps`), so that r = 1 and no step extrapolates far.
+    evenly spaced in lambda (:func:`logsnr_timesteps`) where the schedule allows it, so that r = 1 and
+    no step extrapolates far.
     ``clip_x0`` clips each data prediction to [-1, 1], the range of the images (Lu et al.'s
     thresholding in its simplest form): at large t an epsilon-network's x0 is its error amplified by
     sqrt(1 - alpha_bar_t) / sqrt(alpha_bar_t).

@@ -206,7 +206,8 @@ fig.tight_layout()
 #
 # * **Forward KL, $\mathrm{KL}(p^* \,\|\, q)$**, by maximum likelihood on samples of $p^*$: for a
 #   Gaussian, the samples' mean and covariance. It must put mass wherever $p^*$ has some, so it
-#   *covers* all eight modes, and most of its own mass lands in the empty middle.
+#   *covers* all eight modes, and much of its own mass lands where the data has almost none: in the
+#   middle and between the modes.
 # * **Reverse KL, $\mathrm{KL}(q \,\|\, p^*)$** $= \mathbb{E}_q[\log q - \log p^*]$, by stochastic
 #   gradient descent with reparameterized draws $x = m + L\varepsilon$ ($S = LL^\top$), which needs
 #   $\log p^*$ itself. It is punished for mass where $p^*$ has none, so it *seeks* modes and

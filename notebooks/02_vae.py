@@ -637,7 +637,9 @@ glue("vae_profile", profile)
 # sources (Cremer et al., 2018): the *amortization* gap, because one encoder network serves all
 # images, and the *approximation* gap, because even the best diagonal Gaussian is not the
 # posterior. Optimizing $(\mu, \log\sigma)$ of each image directly, with the decoder fixed, removes
-# the first; what remains up to the $K$-sample bound is (at least) the second.
+# the first, as far as the optimization gets; what remains up to the $K$-sample bound estimates the
+# second, low by the bound's own slack and high by whatever the optimization left. (The printout's
+# "at least" holds only if the optimization reached the best Gaussian.)
 
 # %%
 with torch.no_grad():

@@ -410,9 +410,10 @@ glue("wgan_toy_iterations", f"{steps[-1]:,}")
 # The critic is high (red) where the data has more mass than the generator and low (blue) where
 # the generator has more: its slope is what pushes the generator's samples. The printed numbers and
 # the right panel compare its estimate with the exact W1. Two caveats in reading them: the exact value
-# between finite samples has a floor above 0, and the critic's estimate is a lower bound only as far
-# as the penalty really keeps $f$ 1-Lipschitz, and a difference of two sample means, so near
-# convergence it is small and noisy, and can dip below 0.
+# between finite samples has a floor above 0 (two samples of the data are that far apart), so it
+# overestimates the W1 between the distributions, and the critic's estimate is a lower bound only as
+# far as the penalty really keeps $f$ 1-Lipschitz and the critic has found the supremum. A critic
+# that lags behind a generator that has just moved can even estimate below 0, which no distance can.
 
 # %% [markdown]
 # ## 4. MNIST: Algorithm 1 with weight clipping, and the gradient penalty
@@ -423,8 +424,8 @@ glue("wgan_toy_iterations", f"{steps[-1]:,}")
 # doubles the resolution twice with transposed convolutions (batch normalization, ReLU, a sigmoid
 # for grey pixels in $[0, 1]$); the critic halves it twice with strided convolutions and leaky ReLUs
 # and ends in one linear unit. The critic has no batch normalization, which the penalty forbids, so
-# that the two runs differ only in how the critic is kept Lipschitz and in the optimizer each paper
-# prescribes:
+# that the two runs differ in how the critic is kept Lipschitz and in the optimizer each paper
+# prescribes, and in the `cpu` profile also in width (`clip_channels` and `gp_channels` above):
 #
 # | | clipping (Arjovsky et al., Algorithm 1) | gradient penalty (Gulrajani et al.) |
 # |---|---|---|

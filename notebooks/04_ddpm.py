@@ -368,7 +368,8 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # large steps along the deterministic sampling path, and it is the price of speed that section 5
 # measures on MNIST. With 50 steps it is already small, and with 1000 it is gone. DPM-Solver++(2M)
 # takes the same 10 network calls along the same path, but to second order in log-SNR time (see the
-# [chapter](../chapters/ddpm.md)), and its covariance is already within the Monte Carlo error.
+# [chapter](../chapters/ddpm.md)): its covariance errs a few hundredths the other way, slightly too
+# wide, where DDIM's with 10 steps is a third too narrow.
 
 # %% [markdown]
 # ## 3. Training: Algorithm 1, and the three changes that pay on a CPU
@@ -378,12 +379,14 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # is Algorithm 1 line by line, on minibatches with Adam (after a linear warm-up) and gradient
 # norms clipped at 1, as Ho et al., with an exponential moving average of the weights (torch's
 # `AveragedModel`): the averaged network is the one we sample from. Three changes to Ho et al.'s
-# recipe were measured on this machine at equal training time before the book adopted them
-# (`benchmarks/ddpm_recipes.py`, printed below from `results/benchmarks.json`), and each is derived
-# on the [DDPM page](../chapters/ddpm.md):
+# recipe were measured on a two-core CPU before the book adopted them, and each is derived on the
+# [DDPM page](../chapters/ddpm.md): two changes to what is trained, scored by FID after the same
+# number of training steps, each added to the ones before (`benchmarks/ddpm_recipes.py`, printed
+# below from `results/benchmarks.json`), and one of speed (`benchmarks/unet_levers.py`):
 #
 # - the **cosine schedule** (Nichol & Dhariwal 2021), plotted in section 1, which wastes fewer steps
-#   on images that are already almost pure noise;
+#   on images that are already almost pure noise. Alone it scored worse than Ho et al.'s linear
+#   schedule in this short run (see the printout); it pays together with the next change;
 # - **v-prediction** (Salimans & Ho 2022): the network predicts $v = \sqrt{\bar\alpha_t}\,\epsilon -
 #   \sqrt{1 - \bar\alpha_t}\, x_0$ rather than $\epsilon$. Its loss $\|v - v_\theta\|^2$ is the
 #   $\epsilon$-loss of the same network divided by $\bar\alpha_t$, so it no longer ignores the
@@ -401,10 +404,11 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # ($5 \cdot 10^{-4}$ after 200 warm-up steps) and the EMA's decay (0.995, a memory of about 200
 # steps, short enough for a run of a few thousand) suit a short run. The `gpu` profile
 # trains a wider network on batches of 512 (at 128 images a step, a GPU spends most of its time
-# launching kernels: see the [benchmarks](../chapters/benchmarks.md)) for a similar number of steps,
-# with the same rate and warm-up and an average over about 500 steps (0.998). Both profiles train
+# launching kernels: see the [benchmarks](../chapters/benchmarks.md)) for two minutes, fewer steps
+# of eight times as many images, with the same rate and warm-up and an average over about 500 steps
+# (0.998). Both profiles train
 # for a fixed budget of minutes, not of epochs, and every few epochs they score the averaged network
-# (FID with DPM-Solver++, 20 network calls, section 5 explains both) to draw its time-to-quality
+# (FID with DPM-Solver++ in 20 steps, section 5 explains both) to draw its time-to-quality
 # curve. The state is saved after every epoch, so an interrupted run resumes where it stopped.
 
 # %%
@@ -670,10 +674,13 @@ glue("ddpm_profile", profile)
 # draw of fresh noise ($\sigma_t^2 = \beta_t$, no noise at the last step). DDIM uses the same
 # network on a subsequence of the timesteps. With $\eta = 0$ it adds no noise at all: the same
 # starting $x_T$ always gives the same image. With $\eta = 1$ it draws fresh noise at every step,
-# of the variance (the chapter's $\sigma_t(\eta)$) that makes it Algorithm 2 (with $\sigma_t^2 = \tilde\beta_t$)
-# when no step is skipped. DPM-Solver++(2M) follows the same deterministic path as DDIM with
-# $\eta = 0$ (the probability-flow ODE), but to second order, with steps evenly spaced in log-SNR and
-# the predicted $\hat x_0$ clipped to the images' range $[-1, 1]$. Samples from the same seed for each:
+# of the variance (the chapter's $\sigma_{t \to s}$) that makes it Algorithm 2 (with
+# $\sigma_t^2 = \tilde\beta_t$) when no step is skipped. DPM-Solver++(2M) follows the same
+# deterministic path as DDIM with $\eta = 0$ (the probability-flow ODE), but to second order, with
+# steps evenly spaced in log-SNR and the predicted $\hat x_0$ clipped to the images' range
+# $[-1, 1]$. (Runs made before `logsnr_timesteps` returned as many timesteps as asked made fewer
+# network calls than DPM-Solver++'s labels say: see the chapter's note on the spacing.) Samples
+# from the same seed for each:
 
 # %%
 samplers = [("ancestral", T, None)]  # (sampler, network calls, eta)
@@ -848,7 +855,8 @@ for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10,
 # of the network's errors: the printout above says how close it comes to Algorithm 2 with 20 calls,
 # a fiftieth of the cost. At 5 calls, DPM-Solver++'s steps are too long for its extrapolation. The
 # [DDPM chapter](../chapters/ddpm.md) derives the solvers, and the [evaluation](07_evaluation.ipynb)
-# samples the DDPM with DDIM, $\eta = 1$, at 20 calls.
+# samples the DDPM with SDE-DPM-Solver++(2M), the second-order form of DDIM with $\eta = 1$, at
+# 20 calls on trailing timesteps.
 
 # %% [markdown]
 # ## 6. The likelihood: the variational bound in bits per dimension
@@ -930,8 +938,8 @@ glue("ddpm_nll_n", f"{len(nll_x)}")
 # ### Erratum demonstrated: the bound averages over the data, not over the model
 #
 # The lecture's left-hand side, $\mathbb{E}_\theta[-\log p_\theta(x_0)]$, read as an average over the
-# model's own samples, is the model's entropy, not its fit to the data. The same bound on the model's
-# samples (DDIM, $\eta = 1$, 20 calls, $\sigma_t^2 = \tilde\beta_t$):
+# model's own samples, is the model's entropy, not its fit to the data. The same bound
+# ($\sigma_t^2 = \tilde\beta_t$) on samples of the model, drawn with DDIM ($\eta = 1$, 20 calls):
 
 # %%
 torch.manual_seed(seed)
@@ -947,10 +955,12 @@ print(
 glue("ddpm_own_samples_bits", f"{own_bits.mean():.2f}")
 
 # %% [markdown]
-# The number on the model's own samples measures how sure the model is of what it makes (its
-# entropy, in the limit of many samples), not how well it fits the data: a model that drew one
-# perfect digit over and over could make it as small as it likes while missing nine digits out of
-# ten. Only the average over the data measures fit, and that is the bound above.
+# The number on the model's samples measures how sure the model is of what it makes, not how well
+# it fits the data. (The samples come from DDIM in 20 calls, not from the 1000-step chain the bound
+# is of, so it bounds their cross-entropy under the model, $H(r) + \mathrm{KL}(r \,\|\, p_\theta)$ for
+# the sampler's distribution $r$: the model's entropy only when $r = p_\theta$.) A model that drew
+# one perfect digit over and over could make it as small as it likes while missing nine digits out
+# of ten. Only the average over the data measures fit, and that is the bound above.
 #
 # For scale: storing the 256 grey levels of a pixel without a model takes 8 bits. The bound is
 # loose in the places the chapter predicts: the variances are fixed rather than learned, and the

@@ -715,8 +715,11 @@ glue("langevin_mnist_n", f"{sizes['n_fid']:,}")
 glue("langevin_hardware", hardware(device))
 
 # %% [markdown]
-# Digits taking shape under the predictor-corrector sampler: each column is the state after the
-# corrector step at one noise level, from pure noise (left) to the last level (right).
+# Digits taking shape under the predictor-corrector sampler: each column is the state after one
+# predictor step and its corrector, from pure noise (left) to the final image (right). The title
+# lists the level each of those predictor steps starts from; the column shows the sample one level
+# further on, where its corrector ran. The table above counts 25 + 25 calls; the last predictor
+# step lands on the image with no corrector after it, so the sampler makes 49.
 
 # %%
 times = ddim_timesteps(schedule.T, calls // 2)

@@ -154,6 +154,17 @@ def test_kl_to_prior_equals_torch_distributions():
     torch.testing.assert_close(kl_to_prior(mu, log_sigma), D.kl_divergence(q, prior))
 
 
+def test_kl_to_prior_equals_a_monte_carlo_estimate_within_its_standard_error():
+    """E_q[log q(z) - log p(z)] over draws of z ~ q, independent of the closed form."""
+    generator = torch.Generator().manual_seed(5)
+    mu = torch.tensor([[0.8, -1.2, 0.1]], dtype=torch.float64)
+    log_sigma = torch.tensor([[-0.5, 0.3, -1.0]], dtype=torch.float64)
+    z = mu + log_sigma.exp() * torch.randn(200_000, 3, dtype=torch.float64, generator=generator)
+    log_ratio = (normal_log_prob(z, mu, 2 * log_sigma) - normal_log_prob(z, 0 * z, 0 * z)).sum(-1)
+    estimate, standard_error = log_ratio.mean(), log_ratio.std() / len(z) ** 0.5
+    assert abs(kl_to_prior(mu, log_sigma).item() - estimate) < 4 * standard_error
+
+
 def test_reparameterize_draws_from_q_and_passes_gradients():
     mu = torch.tensor([1.0, -2.0], requires_grad=True)
     log_sigma = torch.tensor([0.0, math.log(0.5)], requires_grad=True)

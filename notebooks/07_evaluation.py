@@ -74,7 +74,12 @@ from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import dpm_solver_2m_sample, load_ddpm, trailing_timesteps
-from genmodels.features import extract_features, inception_features, load_classifier
+from genmodels.features import (
+    extract_features,
+    inception_features,
+    legible_share,
+    load_classifier,
+)
 from genmodels.metrics import (
     FeatureStatistics,
     frechet_distance,
@@ -87,7 +92,6 @@ from genmodels.train import (
     git_commit,
     hardware,
     pick_device,
-    read_checkpoint,
     resolve_profile,
     write_json,
 )
@@ -207,11 +211,12 @@ def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
 
 
 def wgan_info(variant: str) -> dict:
-    checkpoint = read_checkpoint(checkpoints / f"wgan-{variant}.pt")
+    generator, checkpoint = load_generator(checkpoints / f"wgan-{variant}.pt")
     return dict(
         train_seconds=checkpoint["extra"]["record"]["train_seconds"],
         train_hardware=checkpoint["extra"]["record"]["hardware"],
-        params=sum(t.numel() for t in checkpoint["model"].values()),
+        # parameters only, as for the other models: not batch normalization's statistics
+        params=sum(p.numel() for p in generator.parameters()),
         checkpoint=f"wgan-{variant}.pt",
     )
 
@@ -226,7 +231,9 @@ ddpm_calls = {"smoke": 5, "cpu": 20, "gpu": 20}[profile]
 ddpm_timesteps = trailing_timesteps(ddpm_schedule.T, ddpm_calls)
 
 
-def ddpm_sample(n: int, seed: int, batch: int = 500) -> torch.Tensor:
+# chunks of 100: on a CPU, blocks of that size are reused by the memory allocator
+# rather than handed back to the kernel (see the benchmarks page)
+def ddpm_sample(n: int, seed: int, batch: int = 100) -> torch.Tensor:
     generator = torch.Generator(device=device).manual_seed(seed)
     chunks = []
     for b in range(0, n, batch):
@@ -335,7 +342,10 @@ for row in registry:
         )
         grids.setdefault(row.model, images[:32])
     mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
-    std = {k: float(np.std([s[k] for s in per_seed], ddof=1)) for k in ("fid", "kid")}
+    std = {
+        k: float(np.std([s[k] for s in per_seed], ddof=1))
+        for k in ("fid", "kid", "precision", "recall")
+    }
     records.append(
         dict(
             model=row.model,
@@ -345,7 +355,9 @@ for row in registry:
             kid=mean["kid"],
             kid_std=std["kid"],
             precision=mean["precision"],
+            precision_std=std["precision"],
             recall=mean["recall"],
+            recall_std=std["recall"],
             nll=row.nll,
             nll_unit=row.nll_unit,
             sample_seconds_per_1k=mean["seconds_per_1k"]
@@ -370,13 +382,15 @@ for row in registry:
     print(
         f"{row.model:>36}: FID {mean['fid']:8.3f} ± {std['fid']:.3f}   "
         f"KID {mean['kid']:.5f}   "
-        f"precision {mean['precision']:.3f}   recall {mean['recall']:.3f}"
+        f"precision {mean['precision']:.3f} ± {std['precision']:.3f}   "
+        f"recall {mean['recall']:.3f} ± {std['recall']:.3f}"
     )
 
 # %% [markdown]
 # ## The table
 #
-# FID and KID are means over the sampling seeds with their standard deviation; lower is better,
+# FID, KID, precision and recall are means over the sampling seeds with their standard deviation;
+# lower FID and KID are better, higher precision and recall,
 # and the real-data row is the floor that even a perfect model would not beat at this $N$.
 
 # %%
@@ -404,7 +418,8 @@ for r in sorted(records, key=lambda r: (r["kind"] != "floor", r["fid"])):
     lines.append(
         f"| {r['model']} | {r['fid']:.2f} ± {r['fid_std']:.2f} "
         f"| {r['kid']:.4f} ± {r['kid_std']:.4f} "
-        f"| {r['precision']:.3f} | {r['recall']:.3f} | {nll} "
+        f"| {r['precision']:.3f} ± {r['precision_std']:.3f} "
+        f"| {r['recall']:.3f} ± {r['recall_std']:.3f} | {nll} "
         f"| {fmt(r['sample_seconds_per_1k'], '.3f')} "
         f"| {trained(r)} | {fmt(r['params'], ',d')} |"
     )
@@ -444,6 +459,7 @@ for slug, record in zip(slugs, records, strict=True):
     glue(f"results_{slug}_fid_std", f"{record['fid_std']:.2f}")
     glue(f"results_{slug}_precision", f"{record['precision']:.2f}")
     glue(f"results_{slug}_recall", f"{record['recall']:.2f}")
+    glue(f"results_{slug}_recall_std", f"{record['recall_std']:.2f}")
 
 # %% [markdown]
 # Are the differences real? Two rows are told apart only when their FIDs differ by more than the
@@ -520,8 +536,7 @@ glue("sample_grids", fig)
 # %%
 def legible(images: torch.Tensor) -> float:
     """The share of images classified with a probability above 0.9."""
-    confidence = classifier(to_uint8(images)).softmax(-1).max(-1).values
-    return (confidence > 0.9).float().mean().item()
+    return legible_share(classifier, images, confidence=0.9)
 
 
 n_legible = min(1_000, n_samples)

@@ -51,6 +51,16 @@ def test_environment_yml_matches_pyproject():
     assert not extra, f"environment.yml has {extra}, which pyproject.toml does not"
 
 
+def test_environment_yml_pip_list_is_a_valid_requirements_file():
+    """conda hands the pip list to `pip install -r`: only requirement-file options may appear (pip
+    refuses --no-deps there, which would break `conda env create`)."""
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_list = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    allowed = ("-e ", "-r ", "-c ", "--index-url", "--extra-index-url", "--find-links", "--pre")
+    options = [entry for entry in pip_list if entry.startswith("-")]
+    assert all(entry.startswith(allowed) for entry in options), options
+
+
 def locked_versions() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements-lock.txt").read_text().splitlines():

@@ -147,8 +147,7 @@ def test_logsnr_timesteps_are_evenly_spaced_in_log_snr():
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_logsnr_timesteps_are_as_many_as_asked_even_where_lambda_falls_steeply(kind):
     noise = NoiseSchedule(T=1000, kind=kind)
-    alpha_bar = noise.alpha_bar.double()
-    lambdas = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # lambdas[t], t = 0..T
+    lambdas = log_snr(noise)  # lambdas[t], t = 0..T
     if kind == "cosine":  # beta clipped at 0.999: the last timestep spans a fifth of lambda's range
         assert lambdas[999] - lambdas[1000] > 0.2 * (lambdas[1] - lambdas[1000])
     for steps in (2, 3, 5, 10, 17, 20, 25, 50, 100, 999, 1000):
@@ -167,10 +166,16 @@ def test_logsnr_timesteps_are_as_many_as_asked_even_where_lambda_falls_steeply(k
         assert logsnr_timesteps(noise, 20)[:5] == [1000, 999, 998, 997, 996]
 
 
+def log_snr(noise: NoiseSchedule) -> np.ndarray:
+    """lambda_t = log(alpha_t / sigma_t) for t = 0..T, in float64 (lambda_0 = inf: x_0 has no noise)."""
+    alpha_bar = noise.alpha_bar.double().numpy()
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log(alpha_bar / (1 - alpha_bar))
+
+
 def nearest_of(noise: NoiseSchedule, steps: int) -> list[int]:
     """For each of ``steps`` targets evenly spaced in lambda from lambda_T to lambda_1, the nearest t."""
-    alpha_bar = noise.alpha_bar.double()[1:].numpy()
-    lambdas = 0.5 * np.log(alpha_bar / (1 - alpha_bar))
+    lambdas = log_snr(noise)[1:]
     targets = np.linspace(lambdas[-1], lambdas[0], steps)
     return [int(np.abs(lambdas - target).argmin()) + 1 for target in targets]
 

@@ -235,13 +235,14 @@ def dry_notebook(path: Path):
 
     notebook = nbformat.read(path, as_version=4)
     stop = STOP_BEFORE.get(path.stem)
+    skipped, read_before = [], set()  # the cells after the stop, and the settings the rest read
     if stop is not None:
         ends = [i for i, cell in enumerate(notebook.cells) if cell.source.lstrip().startswith(stop)]
         if len(ends) != 1:
             raise DryRunError(f"{path.name}: STOP_BEFORE names {stop!r}, which begins {len(ends)} cells, "
                               "not one: update it in genmodels/dryrun.py")
         skipped, notebook.cells = notebook.cells[ends[0]:], notebook.cells[: ends[0]]
-        unchecked = settings_read(skipped) - settings_read(notebook.cells)
+        read_before = settings_read(notebook.cells)  # before the rewrite, which hides the tables
     tables, settings = [], []
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -252,10 +253,11 @@ def dry_notebook(path: Path):
     if not tables:
         raise DryRunError(f"{path.name} has no profile table (`name = {{...}}[profile]`): give its sizes "
                           "one, so that the dry run knows its counts from its settings")
-    if stop is not None and unchecked & set(settings):
+    unchecked = (settings_read(skipped) - read_before) & set(settings)
+    if unchecked:
         raise DryRunError(f"{path.name}: the cells from {stop!r} on, which the dry run skips, read "
-                          f"{sorted(unchecked & set(settings))}, which no cell before them reads, so no "
-                          "dry run would check it: move STOP_BEFORE later in genmodels/dryrun.py")
+                          f"{sorted(unchecked)}, which no cell before them reads, so no dry run would "
+                          "check it: move STOP_BEFORE later in genmodels/dryrun.py")
     return notebook, settings
 
 

@@ -98,6 +98,37 @@ def test_a_failing_notebook_keeps_the_published_copy_and_leaves_no_temporary(rep
 
 
 @pytest.mark.slow
+def test_a_publishing_run_without_myst_nb_refuses_before_running_anything(repo, monkeypatch):
+    """genmodels.plotting.glue does nothing without myst-nb (as on Colab): a run there would publish
+    executed copies without the numbers and figures the chapters glue in."""
+    write_notebook(repo, "01_a", "from genmodels.plotting import glue\nglue('a_number', '1')")
+    find_spec = pipeline.importlib.util.find_spec
+    monkeypatch.setattr(pipeline.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "myst_nb" else find_spec(name, *args))
+    with pytest.raises(SystemExit, match=r"myst-nb is not installed .* 01_a would record none .* "
+                                         r"nothing was run\. Install the book's packages"):
+        run(repo)
+    assert not (repo / "book/notebooks").exists() and not (repo / "results/pipeline.json").exists()
+    assert run(repo, "smoke", only=["02_b"]) == ["02_b"]  # smoke copies are never published: no check
+
+
+@pytest.mark.slow
+def test_an_executed_copy_without_its_glued_values_is_not_published(repo):
+    """Its kernel's glue recorded nothing (here a stand-in that drops the value): the copy is set
+    aside with the cells that ran, and the manifest still has the notebook to run."""
+    write_notebook(repo, "01_a", "def glue(name, value):\n    pass\nglue('a_number', '1')")
+    with pytest.raises(SystemExit, match="01_a ran in .* holds none of the values it glues .* "
+                                         "the published copy is unchanged; the cells that ran"):
+        run(repo, only=["01_a"])
+    assert not (repo / "book/notebooks/01_a.ipynb").exists()
+    assert (repo / "book/_build/partial/cpu/01_a.ipynb").is_file()
+    write_notebook(repo, "01_a", "from myst_nb import glue\nglue('a_number', '1')")
+    assert run(repo, only=["01_a"]) == ["01_a"]
+    outputs = nbformat.read(repo / "book/notebooks/01_a.ipynb", as_version=4).cells[-1].outputs
+    assert outputs[0]["metadata"]["scrapbook"]["name"] == "a_number"
+
+
+@pytest.mark.slow
 def test_a_smoke_run_writes_nothing_published(repo):
     assert run(repo, "smoke", only=["01_a"]) == ["01_a"]
     assert (repo / "book/_build/smoke/01_a.ipynb").is_file()

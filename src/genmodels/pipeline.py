@@ -20,6 +20,7 @@ import ast
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -170,9 +171,41 @@ print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
     """Run one notebook with papermill in a child process; the executed copy appears atomically."""
     out_dir = _executed_dir(root, profile)
-    return execute_notebook(root / "notebooks" / f"{step.notebook}.ipynb", out_dir / f"{step.notebook}.ipynb",
-                            profile, cwd=root / "notebooks", timeout=timeout, name=step.notebook,
-                            partial=_partial_path(root, step.notebook, profile))
+    source = root / "notebooks" / f"{step.notebook}.ipynb"
+    return execute_notebook(source, out_dir / f"{step.notebook}.ipynb", profile, cwd=root / "notebooks",
+                            timeout=timeout, name=step.notebook,
+                            partial=_partial_path(root, step.notebook, profile),
+                            require_glue=profile != "smoke" and _glues(source))
+
+
+def _glues(notebook: Path) -> bool:
+    """Whether the notebook hands values to the book's pages with ``glue(...)``."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    return any("glue(" in cell.source for cell in cells if cell.cell_type == "code")
+
+
+def _require_glue(root: Path, steps: list[Step]) -> None:
+    """Refuse a publishing run whose glued values would be lost: ``genmodels.plotting.glue`` does
+    nothing where myst-nb is missing (as on Colab, where no page is fed), so the executed copies would
+    hold none of the numbers and figures the chapters show, and the book would not build."""
+    glued = [step.notebook for step in steps if _glues(root / "notebooks" / f"{step.notebook}.ipynb")]
+    if glued and importlib.util.find_spec("myst_nb") is None:
+        raise SystemExit(
+            f"myst-nb is not installed in {sys.executable}'s environment, so {', '.join(glued)} would "
+            "record none of the values the book's pages glue in; nothing was run. Install the book's "
+            "packages (pip install -e '.[book]', or only `pip install --no-deps myst-nb` where the "
+            "kernel has IPython), then run again.")
+
+
+def _glued_nothing(executed: Path) -> bool:
+    """Whether an executed copy holds no glued value (myst-nb's outputs carry ``scrapbook`` metadata)."""
+    import nbformat
+
+    cells = nbformat.read(executed, as_version=4).cells
+    return not any("scrapbook" in output.get("metadata", {})
+                   for cell in cells if cell.cell_type == "code" for output in cell.get("outputs", []))
 
 
 def _partial_path(root: Path, notebook: str, profile: str) -> Path:
@@ -182,12 +215,15 @@ def _partial_path(root: Path, notebook: str, profile: str) -> Path:
 
 
 def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, timeout: int,
-                     env: dict[str, str] | None = None, name: str = "", partial: Path | None = None) -> dict:
+                     env: dict[str, str] | None = None, name: str = "", partial: Path | None = None,
+                     require_glue: bool = False) -> dict:
     """Execute ``source`` with papermill (parameter ``profile``) in a child process, in ``cwd``,
     within ``timeout`` seconds; ``target`` appears only when it succeeds. Returns its wall time, peak
     memory and the executed copy's hash. A run that fails, overruns or is interrupted leaves the cells
     it ran (papermill saves after each one, with its start time and duration) at ``partial``, if
-    given, and nothing at ``target``: where the time went is what the next attempt needs."""
+    given, and nothing at ``target``: where the time went is what the next attempt needs. With
+    ``require_glue``, a run whose copy holds no glued value fails the same way (its kernel lacked
+    myst-nb, say)."""
     name = name or source.stem
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.stem}.tmp.ipynb")
@@ -221,6 +257,11 @@ def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, tim
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise SystemExit(f"{name} failed after {seconds:.0f} s; the published copy is unchanged{kept}.\n"
                          f"{tail}")
+    if require_glue and _glued_nothing(temporary):
+        kept = set_aside()
+        raise SystemExit(f"{name} ran in {seconds:.0f} s but its copy holds none of the values it glues for "
+                         "the book's pages (is myst-nb installed where its kernel runs?); the published "
+                         f"copy is unchanged{kept}")
     os.replace(temporary, target)
     peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))
     return {"wall_seconds": round(seconds, 1), "peak_memory_mb": round(peak / 1024, 1),
@@ -270,6 +311,8 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     for name in force or []:
         entries.pop(name, None)
     todo = [step for step in plan(root, profile, steps, entries) if not only or step.notebook in only]
+    if profile != "smoke":
+        _require_glue(root, todo)
     for step in steps:
         if step not in todo and (not only or step.notebook in only):
             log(f"{step.notebook}: unchanged, skipped")

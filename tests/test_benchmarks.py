@@ -92,3 +92,24 @@ def test_the_quadratic_spacing_crowds_the_steps_at_low_noise(beside):
     assert len(times) == 20 and times[0] == 1000 and times[-1] == 3  # 1000 (1/20)^2, rounded
     assert all(a > b for a, b in zip(times, times[1:], strict=False))
     assert sum(t <= 250 for t in times) == 10  # (1 - i/20)^2 <= 1/4 for i >= 10
+
+
+def test_training_throughput_builds_the_cpu_profiles_networks():
+    """Where the published checkpoint came from the gpu profile, the cpu profile's own record gives
+    the architecture: the DDPM's published U-Net is the gpu profile's, the cpu profile trains a
+    narrower one."""
+    throughput = load("training_throughput")
+    from genmodels.unet import UNetConfig
+    from genmodels.vae import VAEConfig
+
+    published = json.loads((ROOT / "checkpoints" / "ddpm.json").read_text())
+    cpu = json.loads((ROOT / "results" / "cpu-xeon" / "ddpm.json").read_text())
+    assert cpu["profile"] == "cpu"
+    config = throughput.config_of("ddpm.pt", UNetConfig)
+    assert config.channels == cpu["config"]["channels"]
+    if published["profile"] != "cpu":
+        assert config.channels != published["config"]["channels"]
+    assert throughput.config_of("vae-j32.pt", VAEConfig).latent_dim == 32
+    if published["profile"] != "cpu":  # without the cpu run's record: a clear refusal, not the gpu network
+        with pytest.raises(SystemExit, match="ddpm.pt was trained in the gpu profile and no record"):
+            throughput.config_of("ddpm.pt", UNetConfig, cpu_records={})

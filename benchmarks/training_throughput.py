@@ -50,15 +50,15 @@ SAME_IN_EVERY_PROFILE = {"vae-j32.pt"}
 def config_of(name: str, cls, checkpoints: Path = CHECKPOINTS, cpu_records: dict | None = None):
     """The architecture the cpu profile trains under the checkpoint name ``name``."""
     cpu_records = CPU_RECORDS if cpu_records is None else cpu_records
-    record = json.loads((checkpoints / name).with_suffix(".json").read_text())
-    if record.get("profile") != "cpu" and name not in SAME_IN_EVERY_PROFILE:
-        if name not in cpu_records:
-            raise SystemExit(f"{name} was trained in the {record.get('profile')} profile and no record of "
-                             "the cpu profile's run is listed in CPU_RECORDS: keep the cpu run's record "
-                             "(its checkpoint's .json) in results/cpu-xeon/ and list it there")
-        record = json.loads(cpu_records[name].read_text())
-    read_checkpoint(checkpoints / name)  # the published file itself is intact
-    return cls(**record["config"])
+    checkpoint = read_checkpoint(checkpoints / name)
+    profile = checkpoint["extra"]["record"]["profile"]
+    if profile == "cpu" or name in SAME_IN_EVERY_PROFILE:
+        return cls(**checkpoint["config"])
+    if name not in cpu_records:
+        raise SystemExit(f"{name} was trained in the {profile} profile and no record of the cpu profile's "
+                         "run is listed in CPU_RECORDS: keep the cpu run's record (its checkpoint's "
+                         ".json) in results/cpu-xeon/ and list it there")
+    return cls(**json.loads(cpu_records[name].read_text())["config"])
 
 
 def vae_step(batch: int = 128):

@@ -73,11 +73,11 @@ def test_runs_in_order_then_skips_what_is_unchanged_and_reruns_what_depends_on_a
 def test_an_interruption_costs_only_the_notebook_it_happened_in(repo, monkeypatch):
     real_execute, calls = pipeline._execute, []
 
-    def interrupted(root, step, profile, timeout):
+    def interrupted(root, step, profile, timeout, require_glue):
         calls.append(step.notebook)
         if step.notebook == "02_b":
             raise KeyboardInterrupt
-        return real_execute(root, step, profile, timeout)
+        return real_execute(root, step, profile, timeout, require_glue)
 
     monkeypatch.setattr(pipeline, "_execute", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -168,14 +168,12 @@ print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def _execute(root: Path, step: Step, profile: str, timeout: int) -> dict:
+def _execute(root: Path, step: Step, profile: str, timeout: int, require_glue: bool) -> dict:
     """Run one notebook with papermill in a child process; the executed copy appears atomically."""
     out_dir = _executed_dir(root, profile)
-    source = root / "notebooks" / f"{step.notebook}.ipynb"
-    return execute_notebook(source, out_dir / f"{step.notebook}.ipynb", profile, cwd=root / "notebooks",
-                            timeout=timeout, name=step.notebook,
-                            partial=_partial_path(root, step.notebook, profile),
-                            require_glue=profile != "smoke" and _glues(source))
+    return execute_notebook(root / "notebooks" / f"{step.notebook}.ipynb", out_dir / f"{step.notebook}.ipynb",
+                            profile, cwd=root / "notebooks", timeout=timeout, name=step.notebook,
+                            partial=_partial_path(root, step.notebook, profile), require_glue=require_glue)
 
 
 def _glues(notebook: Path) -> bool:
@@ -186,11 +184,10 @@ def _glues(notebook: Path) -> bool:
     return any("glue(" in cell.source for cell in cells if cell.cell_type == "code")
 
 
-def _require_glue(root: Path, steps: list[Step]) -> None:
+def _require_glue(glued: list[str]) -> None:
     """Refuse a publishing run whose glued values would be lost: ``genmodels.plotting.glue`` does
     nothing where myst-nb is missing (as on Colab, where no page is fed), so the executed copies would
     hold none of the numbers and figures the chapters show, and the book would not build."""
-    glued = [step.notebook for step in steps if _glues(root / "notebooks" / f"{step.notebook}.ipynb")]
     if glued and importlib.util.find_spec("myst_nb") is None:
         raise SystemExit(
             f"myst-nb is not installed in {sys.executable}'s environment, so {', '.join(glued)} would "
@@ -311,8 +308,10 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     for name in force or []:
         entries.pop(name, None)
     todo = [step for step in plan(root, profile, steps, entries) if not only or step.notebook in only]
-    if profile != "smoke":
-        _require_glue(root, todo)
+    # the notebooks whose glued values a publishing run must record (a smoke run publishes nothing)
+    glued = [] if profile == "smoke" else [
+        step.notebook for step in todo if _glues(root / "notebooks" / f"{step.notebook}.ipynb")]
+    _require_glue(glued)
     for step in steps:
         if step not in todo and (not only or step.notebook in only):
             log(f"{step.notebook}: unchanged, skipped")
@@ -320,7 +319,7 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     for step in todo:
         log(f"{step.notebook}: running in the {profile} profile ...")
         key = notebook_key(root, step, profile)  # what runs: an edit made meanwhile leaves it stale
-        result = _execute(root, step, profile, timeout or TIMEOUTS[profile])
+        result = _execute(root, step, profile, timeout or TIMEOUTS[profile], step.notebook in glued)
         entries[step.notebook] = {
             "key": key,
             "outputs": {path: file_sha256(root / path) for path in step.writes

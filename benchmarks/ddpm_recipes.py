@@ -8,8 +8,8 @@ and only runs scored the same way)
 [--minutes M] (stop each recipe after M minutes of training) [--compare SECTION/NAME ...] (also draw
 curves stored by an earlier run scored the same way) [--add] (add these recipes to the section's
 stored ones, which must have been scored the same way, instead of replacing them)
-Every recipe trains the same U-Net (the cpu profile's, 16 channels, unless the recipe names another
-width) from the same initial weights (at one width) on the same batches for the same number of steps
+Every recipe trains the same U-Net (16 channels, the cpu profile's width when the stored curves were
+measured; it is 24 since the ddpm_width section, unless the recipe names another width) from the same initial weights (at one width) on the same batches for the same number of steps
 (equal steps are equal wall time: the changes cost nothing per step; a recipe with a smaller batch
 takes proportionally more steps, so the same number of images, in about the same time; a wider network
 costs more per step, and ``--minutes`` then compares at equal time), and is scored every
@@ -67,7 +67,7 @@ class Recipe:
     ema: str = "0.995"  # a fixed decay, or "power": the power-function EMA (gamma = 6.94), or
     # several decays separated by spaces: one run keeps every average and scores each of them
     batch: int = REFERENCE_BATCH  # images per step; a smaller batch takes proportionally more steps
-    channels: int = 16  # the U-Net's width at the first level (the cpu profile's is 16)
+    channels: int = 16  # the U-Net's width at the first level (the cpu profile's was 16; now 24)
 
 
 RECIPES = {

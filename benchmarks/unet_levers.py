@@ -1,6 +1,7 @@
 """Which speed levers pay for the DDPM's U-Net on this machine: an A/B of each against plain float32.
 
 Run: python benchmarks/unet_levers.py [--channels 16] [--repeats 5] [--no-compile]
+(16 channels: the cpu profile's width when the stored results were measured; the profile now uses 24.)
 Measures images per second of a training step (forward + backward + Adam, batch 128) and of a
 sampling forward pass (no gradients, batch 128), for: bf16 autocast, channels_last memory layout,
 torch.compile, one thread instead of all, and other training batch sizes. A lever that is at least

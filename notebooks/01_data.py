@@ -160,14 +160,15 @@ fig.tight_layout()
 # The first toy is a mixture of eight Gaussians on a circle,
 #
 # $$
-# p(x) = \sum_{k=1}^{8} w_k\, \mathcal{N}(x; \mu_k, \Sigma_k), \qquad
-# \nabla_x \log p(x) = \sum_{k=1}^{8} r_k(x)\, \Sigma_k^{-1} (\mu_k - x), \qquad
-# r_k(x) = \frac{w_k\, \mathcal{N}(x; \mu_k, \Sigma_k)}{p(x)} .
+# p(x) = \sum_{j=1}^{8} w_j\, \mathcal{N}(x; \mu_j, \Sigma_j), \qquad
+# \nabla_x \log p(x) = \sum_{j=1}^{8} \pi_j(x)\, \Sigma_j^{-1} (\mu_j - x), \qquad
+# \pi_j(x) = \frac{w_j\, \mathcal{N}(x; \mu_j, \Sigma_j)}{p(x)} ,
 # $$
 #
-# The score is a responsibility-weighted pull towards the component means: every arrow below points
-# uphill in density. The formula is checked here against automatic differentiation of
-# $\log p(x)$, and in the test suite against `torch.distributions`.
+# with $\pi_j(x)$ the posterior probability that $x$ came from component $j$ (the Langevin
+# chapter's notation). The score is a pull towards the component means, weighted by these
+# posteriors: every arrow below points uphill in density. The formula is checked here against
+# automatic differentiation of $\log p(x)$, and in the test suite against `torch.distributions`.
 
 # %%
 mixture = eight_gaussians()

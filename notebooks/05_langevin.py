@@ -719,7 +719,10 @@ glue("langevin_hardware", hardware(device))
 # predictor step and its corrector, from pure noise (left) to the final image (right). The title
 # lists the level each of those predictor steps starts from; the column shows the sample one level
 # further on, where its corrector ran. The table above counts 25 + 25 calls; the last predictor
-# step lands on the image with no corrector after it, so the sampler makes 49.
+# step lands on the image with no corrector after it, so the sampler makes 49. (This cell reads
+# `calls` after the loop above has reused the name for each row's count, which leaves it at the
+# last row's 25: the figure takes 12 predictor levels, and the DPM-Solver++ row asked for 12 steps,
+# not 25. The chapter page has the details; a distinct name for the loop's count fixes both.)
 
 # %%
 times = ddim_timesteps(schedule.T, calls // 2)

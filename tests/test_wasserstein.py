@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linprog
 from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 
@@ -50,14 +50,38 @@ def test_w1_between_unit_gaussians_is_the_shift():
     assert w1_1d(x, y) == pytest.approx(1.5, abs=0.01)
 
 
-def test_optimal_transport_with_equal_weights_is_an_assignment():
-    """Between two clouds of n equally weighted points an optimal plan is a permutation (Birkhoff)."""
-    x, y = rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + [1.0, 0.0]
-    cost, plan = optimal_transport(x, y)
-    distances = cdist(x, y)
-    rows, columns = linear_sum_assignment(distances)
-    assert cost == pytest.approx(distances[rows, columns].mean(), rel=1e-9)
-    assert plan.sum() == pytest.approx(1.0)
+def kantorovich_by_dense_linear_program(x, y, a, b, p=1):
+    """The reference: Kantorovich's linear program written out with dense constraint matrices."""
+    n, m = len(x), len(y)
+    rows = np.repeat(np.eye(n), m, axis=1)  # sum_j gamma_ij = a_i
+    columns = np.tile(np.eye(m), n)  # sum_i gamma_ij = b_j
+    result = linprog((cdist(x, y) ** p).ravel(), A_eq=np.vstack([rows, columns]),
+                     b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+    assert result.success
+    return result.fun
+
+
+@pytest.mark.parametrize(("trial", "p"), [(0, 1), (1, 1), (2, 2)])
+def test_optimal_transport_with_equal_weights_is_an_assignment(trial, p):
+    """Between two clouds of n equally weighted points an optimal plan is a permutation (Birkhoff):
+    the assignment the function solves reaches the linear program's optimum, and is a coupling."""
+    x, y = rng.normal(size=(25, 2)), rng.normal(size=(25, 2)) + [1.0, 0.0]
+    cost, plan = optimal_transport(x, y, p=p)
+    uniform = np.full(25, 1 / 25)
+    assert cost == pytest.approx(kantorovich_by_dense_linear_program(x, y, uniform, uniform, p), rel=1e-9)
+    np.testing.assert_allclose(plan.sum(0), uniform)
+    np.testing.assert_allclose(plan.sum(1), uniform)
+    assert np.count_nonzero(plan) == 25  # a permutation, each pair carrying 1/n
+    assert cost == pytest.approx(np.sum(plan * cdist(x, y) ** p))
+    # Weights given explicitly, or samples of different sizes, take the general linear program:
+    weights = rng.uniform(0.1, 1, 25)
+    weights /= weights.sum()
+    weighted, _ = optimal_transport(x, y, weights, uniform, p=p)
+    assert weighted == pytest.approx(kantorovich_by_dense_linear_program(x, y, weights, uniform, p), rel=1e-8)
+    fewer, _ = optimal_transport(x, y[:20], p=p)
+    assert fewer == pytest.approx(
+        kantorovich_by_dense_linear_program(x, y[:20], uniform, np.full(20, 1 / 20), p), rel=1e-8
+    )
 
 
 def test_optimal_transport_in_2d_agrees_with_the_dual_and_with_w2_for_a_shift():

@@ -1,7 +1,8 @@
 """Distances between distributions, computed exactly on small problems.
 
 * the Wasserstein-1 distance in one dimension, from the cumulative distribution functions;
-* optimal transport between two discrete distributions, as the linear program of Kantorovich;
+* optimal transport between two discrete distributions, as the linear program of Kantorovich (as an
+  assignment problem between equally weighted samples of one size);
 * the Kantorovich-Rubinstein dual of W1, as a linear program over 1-Lipschitz functions;
 * the f-divergences the WGAN chapter compares with W (KL, Jensen-Shannon, total variation,
   Hellinger) for discrete distributions on a common support.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.optimize import linprog
+from scipy.optimize import linear_sum_assignment, linprog
 from scipy.spatial.distance import cdist
 
 __all__ = [
@@ -62,12 +63,21 @@ def optimal_transport(
     """Kantorovich's problem: min_gamma sum_ij gamma_ij |x_i - y_j|^p over couplings of a and b.
 
     Returns (the minimal cost, the optimal plan gamma (n, m)); the cost is W_p^p. Solved exactly as
-    a linear program (HiGHS), so keep n * m to a few hundred thousand.
+    a linear program (HiGHS), so keep n * m to a few hundred thousand. Between two samples of the
+    same size n with equal weights 1/n, the couplings are the doubly stochastic matrices divided by
+    n, whose vertices are the permutations (Birkhoff-von Neumann); a linear program attains its
+    optimum at a vertex, so the assignment problem solves this case exactly, in milliseconds where
+    the linear program takes seconds.
     """
     x, y = _points(x), _points(y)
     a, b = _weights(a, len(x), "a"), _weights(b, len(y), "b")
     n, m = len(x), len(y)
     cost = cdist(x, y) ** p
+    if n == m and np.all(a == a[0]) and np.all(b == b[0]):
+        rows, columns = linear_sum_assignment(cost)
+        plan = np.zeros((n, m))
+        plan[rows, columns] = 1.0 / n
+        return float(cost[rows, columns].mean()), plan
     # Equality constraints on gamma (flattened row by row): row sums are a, column sums are b.
     rows = sparse.kron(sparse.eye(n), np.ones((1, m)))
     columns = sparse.kron(np.ones((1, n)), sparse.eye(m))

@@ -195,11 +195,10 @@ def blurred_training_images(n: int, seed: int) -> torch.Tensor:
     return blurred.clamp(0, 1)
 
 
-def wgan_row(model: str, variant: str) -> Row:
-    generator, checkpoint = load_generator(
+def wgan_sample(variant: str) -> Callable[[int, int], torch.Tensor]:
+    generator, _ = load_generator(
         checkpoints / f"wgan-{variant}.pt", map_location=device
     )
-    record = checkpoint["extra"]["record"]
 
     def sample(n: int, seed: int) -> torch.Tensor:
         with torch.no_grad():
@@ -208,12 +207,14 @@ def wgan_row(model: str, variant: str) -> Row:
             )
         return images.reshape(n, 1, 28, 28).cpu()
 
-    return Row(
-        model,
-        sample,
-        "model",
-        train_seconds=record["train_seconds"],
-        train_hardware=record["hardware"],
+    return sample
+
+
+def wgan_info(variant: str) -> dict:
+    generator, checkpoint = load_generator(checkpoints / f"wgan-{variant}.pt")
+    return dict(
+        train_seconds=checkpoint["extra"]["record"]["train_seconds"],
+        train_hardware=checkpoint["extra"]["record"]["hardware"],
         # parameters only, as for the other models: not batch normalization's statistics
         params=sum(p.numel() for p in generator.parameters()),
         checkpoint=f"wgan-{variant}.pt",
@@ -280,8 +281,8 @@ registry = [
     ),
     Row("VAE, decoder means", vae_sample(0), "model", **vae_info),
     Row("VAE, Bernoulli draws", vae_sample(1), "model", **vae_info),
-    wgan_row("WGAN, weight clipping", "clip"),
-    wgan_row("WGAN-GP", "gp"),
+    Row("WGAN, weight clipping", wgan_sample("clip"), "model", **wgan_info("clip")),
+    Row("WGAN-GP", wgan_sample("gp"), "model", **wgan_info("gp")),
     Row(
         f"DDPM, SDE-DPM-Solver++(2M), {ddpm_calls} calls",
         ddpm_sample,

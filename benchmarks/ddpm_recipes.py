@@ -9,7 +9,8 @@ and only runs scored the same way)
 curves stored by an earlier run scored the same way) [--add] (add these recipes to the section's
 stored ones, which must have been scored the same way, instead of replacing them)
 Every recipe trains the same U-Net (16 channels, the cpu profile's width when the stored curves were
-measured; it is 24 since the ddpm_width section, unless the recipe names another width) from the same initial weights (at one width) on the same batches for the same number of steps
+measured; it is 24 since the ddpm_width section; unless the recipe names another width) from the
+same initial weights (at one width) on the same batches for the same number of steps
 (equal steps are equal wall time: the changes cost nothing per step; a recipe with a smaller batch
 takes proportionally more steps, so the same number of images, in about the same time; a wider network
 costs more per step, and ``--minutes`` then compares at equal time), and is scored every

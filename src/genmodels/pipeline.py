@@ -176,12 +176,15 @@ def _execute(root: Path, step: Step, profile: str, timeout: int, require_glue: b
                             partial=_partial_path(root, step.notebook, profile), require_glue=require_glue)
 
 
-def _glues(notebook: Path) -> bool:
-    """Whether the notebook hands values to the book's pages with ``glue(...)``."""
+def _code_cells(notebook: Path) -> list:
     import nbformat
 
-    cells = nbformat.read(notebook, as_version=4).cells
-    return any("glue(" in cell.source for cell in cells if cell.cell_type == "code")
+    return [cell for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"]
+
+
+def _glues(notebook: Path) -> bool:
+    """Whether the notebook hands values to the book's pages with ``glue(...)``."""
+    return any("glue(" in cell.source for cell in _code_cells(notebook))
 
 
 def _require_glue(glued: list[str]) -> None:
@@ -198,11 +201,8 @@ def _require_glue(glued: list[str]) -> None:
 
 def _glued_nothing(executed: Path) -> bool:
     """Whether an executed copy holds no glued value (myst-nb's outputs carry ``scrapbook`` metadata)."""
-    import nbformat
-
-    cells = nbformat.read(executed, as_version=4).cells
     return not any("scrapbook" in output.get("metadata", {})
-                   for cell in cells if cell.cell_type == "code" for output in cell.get("outputs", []))
+                   for cell in _code_cells(executed) for output in cell.get("outputs", []))
 
 
 def _partial_path(root: Path, notebook: str, profile: str) -> Path:

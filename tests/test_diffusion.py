@@ -188,8 +188,21 @@ def test_ddim_timesteps():
     assert ddim_timesteps(1000, 1000) == list(range(1000, 0, -1))
     steps = ddim_timesteps(1000, 50)
     assert len(steps) == 50 and steps[0] == 1000 and steps[-1] == 1
+    assert ddim_timesteps(1000, 1) == [1000]  # one step starts where sampling starts
     with pytest.raises(ValueError, match="between 1 and T"):
         ddim_timesteps(1000, 0)
+
+
+def test_one_ddim_step_jumps_from_x_T_to_the_posterior_mean_of_x0(gaussian_data):
+    """With the exact predictor one step returns E[x0 | x_T], whose law is Gaussian by Bayes' rule:
+    mean m, covariance a S (a S + (1 - a) I)^-1 S with a = alpha_bar_T."""
+    mean, covariance, model = gaussian_data
+    samples = ddim_sample(model, schedule, (6000, 2), steps=1, generator=torch.Generator().manual_seed(3))
+    a = schedule.alpha_bar[-1].double()
+    S = covariance.double()
+    shrunk = a * S @ torch.linalg.inv(a * S + (1 - a) * torch.eye(2, dtype=torch.float64)) @ S
+    torch.testing.assert_close(samples.mean(0), mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(torch.cov(samples.T).double(), shrunk, atol=0, rtol=0.1)
 
 
 def test_variational_bound_with_the_exact_predictor_is_close_to_the_true_nll(gaussian_data):

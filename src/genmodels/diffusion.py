@@ -251,9 +251,12 @@ def ancestral_sample(
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """``steps`` evenly spaced timesteps from T down to 1 (T and 1 included when steps >= 2)."""
+    """``steps`` evenly spaced timesteps from T down to 1 (T and 1 included when steps >= 2; one step
+    starts where sampling starts, at T, and jumps to x_0)."""
     if not 1 <= steps <= T:
         raise ValueError(f"DDIM needs between 1 and T = {T} steps, got {steps}")
+    if steps == 1:
+        return [T]
     return sorted({round(v) for v in torch.linspace(1, T, steps, dtype=torch.float64).tolist()}, reverse=True)
 
 

@@ -23,12 +23,14 @@
 # * **MNIST**: 70,000 grey 28 x 28 images of handwritten digits (60,000 for training, 10,000 for
 #   testing). It is small enough to train all three model families on a laptop, and hard enough
 #   that their samples differ visibly.
-# * **2-D toy densities**, whose log-density $\log p(x)$ and *score* $\nabla_x \log p(x)$ are known
-#   exactly. In two dimensions we can *draw* what a model learned and compare it with the truth:
-#   the WGAN chapter draws a critic's landscape over them, the Langevin chapter follows the score.
+# * **2-D toy densities**: a mixture of eight Gaussians, whose log-density $\log p(x)$ and *score*
+#   $\nabla_x \log p(x)$ are known exactly, and the two moons and the Swiss roll, given by samplers
+#   only. In two dimensions we can *draw* what a model learned and compare it with the truth: the
+#   WGAN chapter draws a critic's landscape over them, the Langevin chapter follows the score.
 #
-# This notebook loads both and looks at them, and ends with a first computation for the
-# likelihood chapter: one Gaussian fitted to the eight Gaussians by the two directions of KL. It
+# This notebook loads both and looks at them, makes a first computation for the likelihood
+# chapter (one Gaussian fitted to the eight Gaussians by the two directions of KL), and draws the
+# book's models as graphical models. It
 # is also the template every chapter notebook follows: a setup cell that installs the package on Colab, a `parameters` cell that
 # [papermill](https://papermill.readthedocs.io) can override, and a compute profile.
 

@@ -704,7 +704,12 @@ for variant in ("clip", "gp"):
     glue(f"wgan_{variant}_grad_norm", f"{norms.median():.2g}")
 
 # %% [markdown]
-# Samples of the two final generators:
+# Samples of the two final generators. (In this run `train_wgan` returned its generator in training
+# mode: its last snapshot put batch normalization back into training mode after the return value
+# had switched it off. So the samples below, and the generated images of the gradient-norm cell
+# above, are normalized by their own batch's statistics rather than the running ones, and these
+# two cells moved the running statistics a little before the generators were published. Fixed
+# at the notebook's next run.)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))

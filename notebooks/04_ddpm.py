@@ -381,8 +381,13 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # `AveragedModel`): the averaged network is the one we sample from. Three changes to Ho et al.'s
 # recipe were measured on a two-core CPU before the book adopted them, and each is derived on the
 # [DDPM page](../chapters/ddpm.md): two changes to what is trained, scored by FID after the same
-# number of training steps, each added to the ones before (`benchmarks/ddpm_recipes.py`, printed
-# below from `results/benchmarks.json`), and one of speed (`benchmarks/unet_levers.py`):
+# number of training steps, each added to the ones before (`benchmarks/ddpm_recipes.py`), and one
+# of speed (`benchmarks/unet_levers.py`). The printout below reads `results/benchmarks.json` in
+# the file's alphabetical order; the changes were added in the order Ho et al.'s recipe, cosine
+# schedule, v-prediction, min-SNR-5 weights, then a learning rate decayed to zero with a
+# power-function average, each "+" row holding every change before it in that order. Its "20
+# network calls" are the 20 steps asked for: with the cosine schedule they made 17 (the DDPM page's
+# note on the spacing says why). The three changes adopted:
 #
 # - the **cosine schedule** (Nichol & Dhariwal 2021), plotted in section 1, which wastes fewer steps
 #   on images that are already almost pure noise. Alone it scored worse than Ho et al.'s linear

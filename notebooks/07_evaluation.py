@@ -141,8 +141,10 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # two VAE rows differ only in what counts as "the sample": the decoder's pixel probabilities, or a
 # Bernoulli draw from them (the model's actual samples; see the [VAE notebook](02_vae.ipynb)). Binary
 # images are far from MNIST's grey strokes in the classifier's eyes too, so the second floor row
-# draws the same Bernoulli pixels from real training images: the best a model of binarized digits
-# can score. Each model row carries the SHA-256 of the checkpoint it measured.
+# draws the same Bernoulli pixels from real training images: what a perfect model of MNIST binarized
+# that way would score, a yardstick rather than a bound (binary images with less speckle than that
+# could land nearer the grey test images). Each model row carries the SHA-256 of the checkpoint it
+# measured.
 
 # %%
 vae, vae_checkpoint = load_vae(checkpoints / "vae-j32.pt", map_location=device)
@@ -390,8 +392,12 @@ for row in registry:
 # ## The table
 #
 # FID, KID, precision and recall are means over the sampling seeds with their standard deviation;
-# lower FID and KID are better, higher precision and recall,
-# and the real-data row is the floor that even a perfect model would not beat at this $N$.
+# lower FID and KID are better, higher precision and recall. For FID and KID the real-data row is
+# the floor: what samples as good as fresh real digits would score at this $N$. Recall has no such
+# ceiling: it counts the test images that fall inside the balls drawn around the samples (each
+# reaching a sample's $k$-th nearest neighbour among the samples), and samples more spread out than
+# real digits draw larger balls, so a model's recall can exceed the real-data row's without its
+# samples being better: read it beside precision.
 
 # %%
 def fmt(value, spec):
@@ -463,7 +469,8 @@ for slug, record in zip(slugs, records, strict=True):
 
 # %% [markdown]
 # Are the differences real? Two rows are told apart only when their FIDs differ by more than the
-# spread over seeds; the check below says so for each adjacent pair of models in the ranking.
+# spread over seeds; the check below says so for each adjacent pair of rows in the ranking by FID,
+# the floors and the noise baseline included.
 
 # %%
 ranked = sorted(records, key=lambda r: r["fid"])
@@ -529,7 +536,8 @@ glue("sample_grids", fig)
 
 # %% [markdown]
 # How many samples would a reader call a digit? The share of samples of each row that the
-# classifier assigns to one class with probability above 0.9: of one grid of 64 (seed 0), and of
+# classifier assigns to one class with probability above 0.9: of one draw of 64 (seed 0, a grid's
+# worth, not the grid shown above), and of
 # 3,000 (1,000 from each of three seeds), whose share is known to within about one percentage
 # point (its binomial standard error is printed). The real-data row is the reference.
 

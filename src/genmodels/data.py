@@ -12,8 +12,9 @@ sources first:
 New files are made in a temporary directory under the data root and moved into place; a file
 already there is never overwritten or deleted.
 
-The toy densities have an exact log-density and an exact score, grad_x log p(x), so that the
-WGAN and Langevin chapters can compare what a model learned with the truth.
+The mixture of eight Gaussians has an exact log-density and an exact score, grad_x log p(x), so that
+the WGAN and Langevin chapters can compare what a model learned with the truth; the two moons and
+the Swiss roll are samplers only, as real data are.
 """
 
 from __future__ import annotations

@@ -161,6 +161,18 @@ def test_the_json_record_is_checked_too(tmp_path):
     (tmp_path / "mnist-classifier.json").write_text("{not json")
     with pytest.raises(ChecksumError, match="not valid JSON.*git checkout"):
         load_classifier(path)
+    # a damaged record is refused, not skipped: it would leave the weights unchecked
+    without_sha = {key: value for key, value in record.items() if key != "sha256"}
+    for damaged in (without_sha, {**record, "file": "other.pt"}, [record], {**record, "sha256": None}):
+        (tmp_path / "mnist-classifier.json").write_text(json.dumps(damaged))
+        with pytest.raises(ChecksumError, match="does not name it with its sha256.*git checkout"):
+            load_classifier(path)
+
+
+def test_a_checkpoint_is_published_to_a_pt_file_only(tmp_path):
+    with pytest.raises(ValueError, match="to a .pt file, not .*model.json"):
+        publish_checkpoint(tmp_path / "model.json", Tiny(), config=TinyConfig(), record={})
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_a_run_state_with_a_flipped_byte_is_refused_although_nothing_lists_it(tmp_path):

@@ -8,6 +8,7 @@ import os
 import pickle
 import pickletools
 import re
+import shlex
 import struct
 from pathlib import Path
 
@@ -246,17 +247,20 @@ def test_only_missing_files_are_made_and_present_ones_are_not_rewritten(source, 
 )
 def test_a_damaged_raw_file_is_named_and_left_alone(name, damage, rebuilt_root, tmp_path):
     """Finding 5: damaged raw files were used silently; LeCun's MD5s now catch them."""
-    raw = tmp_path / "MNIST" / "raw"
+    root = tmp_path / "my data"  # the commands it suggests must survive a space in the path
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     damaged = damage((rebuilt_root / "MNIST" / "raw" / name).read_bytes())
     (raw / name).write_bytes(damaged)
     with pytest.raises(MNISTCorruptError) as error:
-        load_mnist(train=False, root=tmp_path)
+        load_mnist(train=False, root=root)
     message = str(error.value)
     assert isinstance(error.value, MNISTUnavailableError) and "MNISTCorruptError" in data.__all__
     assert str(raw / name) in message and MNIST_RAW_MD5[name] in message
     assert hashlib.md5(damaged).hexdigest() in message
-    assert "mv " in message and "python -m genmodels.data" in message
+    move, rebuild = re.findall(r"`(mv [^`]*|python -m genmodels.data [^`]*)`", message)
+    assert shlex.split(move) == ["mv", str(raw / name), f"{raw / name}.bad"]
+    assert shlex.split(rebuild) == ["python", "-m", "genmodels.data", str(root)]
     assert [p.name for p in raw.iterdir()] == [name] and (raw / name).read_bytes() == damaged
 
 

@@ -189,6 +189,64 @@ def test_unknown_notebooks_and_a_damaged_manifest_are_clear_errors(repo):
     (repo / "results/pipeline.json").write_text("{broken")
     with pytest.raises(SystemExit, match="pipeline.json is not valid JSON.*git checkout"):
         run(repo)
+    (repo / "results/pipeline.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(SystemExit, match="pipeline.json is not valid JSON.*git checkout"):
+        run(repo)
+    for wrong_shape in ([], {"notebooks": []}, {"notebooks": {"01_a": "x"}},
+                        {"notebooks": {"01_a": {"key": 1}}}):
+        (repo / "results/pipeline.json").write_text(json.dumps(wrong_shape))
+        with pytest.raises(SystemExit, match="is not a manifest of runs.*git checkout"):
+            run(repo)
+
+
+def test_a_run_in_protected_folders_is_refused_before_any_notebook_runs(repo, monkeypatch):
+    monkeypatch.setenv("GENMODELS_PROTECTED_DIRS", str(repo / "book" / "notebooks"))
+    monkeypatch.setattr(pipeline, "_execute", lambda *args: pytest.fail("a notebook ran"))
+    with pytest.raises(PermissionError, match="refusing to write.*protected"):
+        run(repo)
+
+
+def test_a_terminated_run_stops_its_notebook_and_sets_aside_what_it_wrote(repo, tmp_path):
+    """SIGTERM (a `kill`, a cancelled job) stops the run as Ctrl-C does: the notebook's process dies
+    with it, nothing half-written is left in the published folder, and the lock is free again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    pid_file = repo / "notebook.pid"  # the stand-in notebook runs in repo/notebooks
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from genmodels import pipeline
+
+        # a notebook that starts writing its copy (argv[2]), then runs for a long time
+        pipeline._RUNNER = (
+            "import os, sys, time\\n"
+            "open(sys.argv[2], 'w').write('partial')\\n"
+            "open(os.path.join(sys.argv[4], '..', 'notebook.pid'), 'w').write(str(os.getpid()))\\n"
+            "time.sleep(120)\\n"
+        )
+        steps = (pipeline.Step("01_a", writes=("checkpoints/a.txt",)),)
+        pipeline.run_pipeline(Path(sys.argv[1]), "cpu", steps=steps, timeout=300, log=print)
+    """))
+    process = subprocess.Popen([sys.executable, str(driver), str(repo)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    notebook = int(pid_file.read_text())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "stopped by SIGTERM" in stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(notebook, 0)  # the notebook's process is gone, not orphaned
+    assert list((repo / "book" / "notebooks").glob(".*")) == []  # set aside, not left in the folder
+    with pipeline._exclusive(repo, "cpu"):  # the lock is free
+        pass
 
 
 def test_the_key_names_source_profile_and_inputs(repo):
@@ -294,6 +352,41 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit, match="its code .* changed since it ran, beyond layout"):
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+
+
+@pytest.mark.slow
+def test_refreshing_prose_replaces_the_copy_and_its_manifest_entry_together_or_neither(repo, monkeypatch):
+    from genmodels import train
+
+    path = repo / "notebooks" / "01_a.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell("Prose written before the run."))
+    nbformat.write(notebook, path)
+    assert run(repo, only=["01_a"]) == ["01_a"]
+    notebook.cells[-1].source = "Prose written after the run."
+    nbformat.write(notebook, path)
+    published = [repo / "book/notebooks/01_a.ipynb", repo / "results/pipeline.json"]
+    before = [file.read_bytes() for file in published]
+
+    real_stage = train._stage
+
+    def disk_full_at_the_manifest(final, write):
+        if final.name == "pipeline.json":
+            raise OSError(28, "No space left on device")
+        return real_stage(final, write)
+
+    monkeypatch.setattr(train, "_stage", disk_full_at_the_manifest)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    monkeypatch.setattr(train, "_stage", real_stage)
+    monkeypatch.setenv("GENMODELS_PROTECTED_DIRS", str(repo / "results"))
+    with pytest.raises(PermissionError, match="refusing to write"):
+        pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    assert [file.read_bytes() for file in published] == before  # neither was replaced
+    assert [p.name for p in (repo / "book/notebooks").iterdir()] == ["01_a.ipynb"]  # no temporary left
+    monkeypatch.delenv("GENMODELS_PROTECTED_DIRS")
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    assert plan(repo, "cpu", TINY[:1]) == []  # both replaced, and they agree
 
 
 def test_code_meaning_ignores_layout_comments_and_docstrings_but_not_what_runs():

@@ -29,6 +29,7 @@ import pickle
 import struct
 import tempfile
 from pathlib import Path
+from shlex import quote
 
 import numpy as np
 import torch
@@ -110,7 +111,8 @@ def _check_raw_file(path: Path) -> None:
     if actual != expected:
         raise MNISTCorruptError(
             f"{path} is not LeCun's {path.name}: its MD5 is {actual}, expected {expected}. "
-            f"Move it aside (`mv {path} {path}.bad`) and run `python -m genmodels.data {path.parents[2]}` "
+            f"Move it aside (`mv {quote(str(path))} {quote(f'{path}.bad')}`) and run "
+            f"`python -m genmodels.data {quote(str(path.parents[2]))}` "
             "(or `make data`) to rebuild it offline."
         )
 

@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genmodels.dryrun import is_profile_table
-from genmodels.train import file_sha256, hardware, resolve_profile, write_json
+from genmodels.train import (
+    _refuse_protected,
+    file_sha256,
+    hardware,
+    json_text,
+    resolve_profile,
+    write_json,
+    write_together,
+)
 
 __all__ = [
     "STEPS", "Step", "code_meaning", "execute_notebook", "main", "notebook_key", "plan", "run_pipeline"
@@ -112,11 +121,17 @@ def _executed_dir(root: Path, profile: str) -> Path:
 def _read_manifest(path: Path) -> dict:
     if not path.exists():
         return {}
+    fix = f"restore it with `git checkout -- {path}`, or move it aside to re-run every notebook"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"{path} is not valid JSON ({error}): restore it with `git checkout -- {path}`, "
-                         "or move it aside to re-run every notebook") from error
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SystemExit(f"{path} is not valid JSON ({error}): {fix}") from error
+    entries = manifest.get("notebooks", {}) if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("key", {}), dict) for entry in entries.values()):
+        raise SystemExit(f"{path} is not a manifest of runs (an object whose \"notebooks\" maps each "
+                         f"notebook to an object): {fix}")
+    return manifest
 
 
 def _up_to_date(root: Path, step: Step, profile: str, entry: dict | None) -> bool:
@@ -297,12 +312,36 @@ def run_pipeline(
     for name in (only or []) + (force or []):
         if name not in known:
             raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(sorted(known))}")
-    with _exclusive(root, profile):
+    with _exclusive(root, profile), _terminate_as_interrupt():
         return _run_locked(root, profile, only, force, steps, timeout, log)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Stop on SIGTERM or SIGHUP (a `kill`, a cancelled CI job, a machine's time limit) as on Ctrl-C:
+    the notebook's process is killed before the lock is released, and what it wrote is set aside.
+    Without this the interpreter would die at once and leave the notebook running, unlocked."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     manifest_path = _manifest_path(root, profile)
+    for path in (manifest_path, _executed_dir(root, profile)):
+        _refuse_protected(path)  # before anything runs, not after an hour of it
     manifest = _read_manifest(manifest_path)
     entries = manifest.setdefault("notebooks", {})
     for name in force or []:
@@ -392,12 +431,12 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
             old.metadata["tags"], changed = tags, changed + 1
             if not tags:
                 del old.metadata["tags"]
-    temporary = executed_path.with_name(f".{notebook}.markdown.ipynb")
-    nbformat.write(executed, temporary)
-    os.replace(temporary, executed_path)
-    entry.update(key=key, executed=file_sha256(executed_path),
+    text = nbformat.writes(executed)
+    copy = (text if text.endswith("\n") else text + "\n").encode()  # as nbformat.write leaves it
+    entry.update(key=key, executed=hashlib.sha256(copy).hexdigest(),
                  markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    write_json(manifest_path, manifest)
+    # the copy and the manifest that records it are replaced together, or neither is
+    write_together({executed_path: copy, manifest_path: json_text(manifest).encode()})
     log(f"{notebook}: {changed} cell(s) or cell tags refreshed in "
         f"{executed_path.relative_to(root)}; outputs untouched")
 

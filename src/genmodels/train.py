@@ -391,11 +391,31 @@ def save_checkpoint(
     return path
 
 
+def json_text(obj: Any) -> str:
+    """How the project writes JSON: indented, keys sorted, a final newline."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write each file atomically, all of them or none: every one is refused (protected folders) or
+    staged under a temporary name before any is renamed into place (:func:`_replace_all`)."""
+    for path in files:
+        _refuse_protected(path)
+    staged = []
+    try:
+        for path, data in files.items():
+            staged.append((_stage(path, lambda f, data=data: f.write(data)), path))
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        raise
+    _replace_all(staged)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (the old file survives a crash)."""
     path = Path(path)
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    _replace_all([(_stage(path, lambda f: f.write(text.encode())), path)])
+    write_together({path: json_text(obj).encode()})
     return path
 
 
@@ -447,8 +467,14 @@ def verify_published(path: str | os.PathLike) -> None:
                 f"{record_path}, the record of {path.name}, is not valid JSON ({error}). Restore it "
                 f"with `git checkout -- {record_path}`, or re-run the notebook that publishes it"
             ) from error
-        if isinstance(record, dict) and record.get("file") == path.name and "sha256" in record:
-            expected[str(record_path)] = record["sha256"]
+        if not (isinstance(record, dict) and record.get("file") == path.name
+                and isinstance(record.get("sha256"), str)):
+            raise ChecksumError(
+                f"{record_path}, the record of {path.name}, does not name it with its sha256 (a record "
+                f"written by publish_checkpoint holds \"file\": \"{path.name}\" and \"sha256\"). Restore it "
+                f"with `git checkout -- {record_path}`, or re-run the notebook that publishes it"
+            )
+        expected[str(record_path)] = record["sha256"]
     if not expected:
         return
     actual = _sha256_cached(path)
@@ -478,6 +504,9 @@ def publish_checkpoint(
     under temporary names, and only then renamed; if a rename fails, the old files come back.
     """
     path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"publish a checkpoint to a .pt file, not {path}: its record goes beside it "
+                         f"as {path.with_suffix('.json').name}")
     sums_path, record_path = path.parent / "SHA256SUMS", path.with_suffix(".json")
     sums = read_sha256sums(sums_path)  # a malformed file stops us before anything is written
     payload = _payload(model, None, config, step, {**(extra or {}), "record": record}, None)

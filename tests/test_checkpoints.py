@@ -23,6 +23,7 @@ from genmodels.train import (
     CheckpointError,
     ChecksumError,
     StaleRunError,
+    TrainingRun,
     file_sha256,
     load_checkpoint,
     load_model,
@@ -346,6 +347,24 @@ def test_a_state_saved_without_its_settings_is_not_resumed(tmp_path):
     path = save_checkpoint(tmp_path / "old-last.pt", model, optimizer=optimizer)
     with pytest.raises(StaleRunError, match="saved without the settings of its run"):
         resume(path, Tiny(), optimizer=torch.optim.SGD(Tiny().parameters(), 0.1), run={"lr": 0.1})
+
+
+def test_a_state_that_does_not_fit_the_optimizer_or_the_loop_is_refused_before_loading(tmp_path):
+    settings = {"lr": 0.1}
+    model = Tiny()
+    one_group = torch.optim.SGD(model.parameters(), 0.1)
+    path = save_checkpoint(tmp_path / "tiny-last.pt", model, optimizer=one_group, run=settings)
+    untouched = Tiny()
+    before = {k: v.clone() for k, v in untouched.state_dict().items()}
+    weights, biases = ([p for n, p in untouched.named_parameters() if n.endswith(kind)]
+                       for kind in ("weight", "bias"))
+    two_groups = torch.optim.SGD([{"params": weights}, {"params": biases}], 0.1)
+    with pytest.raises(CheckpointError, match="an optimizer over other parameters.*move it aside"):
+        resume(path, untouched, optimizer=two_groups, run=settings)
+    assert all(torch.equal(before[k], v) for k, v in untouched.state_dict().items())
+    state = TrainingRun(path, run=settings, model=Tiny(), optimizer=torch.optim.SGD(Tiny().parameters(), 0.1))
+    with pytest.raises(CheckpointError, match="not the saved state of a TrainingRun.*move it aside"):
+        state.resume()
 
 
 # --------------------------------------------------------------------------------------------

@@ -663,6 +663,13 @@ def _load_into(path, checkpoint, model, optimizer=None, restore_rng=False) -> No
     _check_fits(path, checkpoint, model)
     if optimizer is not None and checkpoint.get("optimizer") is None:
         raise CheckpointError(f"{path} holds no optimizer state to resume from")
+    if optimizer is not None:  # checked before anything is loaded, as the architecture is
+        saved = [len(group["params"]) for group in checkpoint["optimizer"].get("param_groups", [])]
+        wanted = [len(group["params"]) for group in optimizer.param_groups]
+        if saved != wanted:
+            raise CheckpointError(
+                f"{path} holds the state of an optimizer over other parameters (groups of {saved} "
+                f"tensors; this one has {wanted}): move it aside to start afresh")
     model.load_state_dict(checkpoint["model"])
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -840,6 +847,9 @@ class TrainingRun:
         if checkpoint is None:
             return False
         saved = checkpoint["extra"]
+        if not {"states", "log", "extra", "seconds"} <= set(saved):
+            raise CheckpointError(f"{self.path} is not the saved state of a TrainingRun (written by "
+                                  "save_checkpoint, say): move it aside to start afresh")
         missing = sorted(set(self.others) - set(saved["states"]))
         if missing:
             raise CheckpointError(f"{self.path} holds no state for {', '.join(missing)}: move it aside "

@@ -128,7 +128,7 @@ def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.F
             ax.axhline(record["fid_floor"], color=color, ls="--", lw=1)
         axes[0].plot([], [], color=color, label=where)
     axes[0].set_xlabel("training minutes")
-    axes[0].set_ylabel("FID, DPM-Solver++(2M), 20 calls")
+    axes[0].set_ylabel("FID, DPM-Solver++(2M), 20 steps")
     axes[0].set_title("time to quality (dashed: real images, same N)", fontsize=9)
     for ax in axes:
         ax.set_yscale("log")

@@ -7,7 +7,8 @@ results/cpu-xeon/; a model whose architecture is the same in every profile may c
 times its training step on random data of the right shape, after two warm-up steps: the VAE (one
 Adam step on a minibatch of 128), each WGAN (one generator iteration: n_critic = 5 critic steps on 64
 real and 64 generated images, clipping or the gradient penalty, then one generator step) and the
-DDPM's U-Net (one step of Algorithm 1 with v-prediction, bf16 autocast, batch 128).
+DDPM's U-Net (one step of Algorithm 1 with v-prediction, bf16 autocast, on the cpu run's batch; the
+EMA's update and the learning-rate schedule, a small part of a step, are not timed).
 "Images per second" counts the real images a step consumes. Results (with hardware, commit and torch
 version) are merged into results/benchmarks.json under "training_throughput". Run it on an idle
 machine. Not a test.
@@ -47,18 +48,24 @@ CPU_RECORDS = {"ddpm.pt": ROOT / "results" / "cpu-xeon" / "ddpm.json"}
 SAME_IN_EVERY_PROFILE = {"vae-j32.pt"}
 
 
-def config_of(name: str, cls, checkpoints: Path = CHECKPOINTS, cpu_records: dict | None = None):
-    """The architecture the cpu profile trains under the checkpoint name ``name``."""
+def cpu_record(name: str, checkpoints: Path = CHECKPOINTS, cpu_records: dict | None = None) -> dict:
+    """The record (architecture ``config``, ``batch_size``, ...) of the cpu profile's run that trained
+    the checkpoint ``name``, or of the published run where every profile trains the same network."""
     cpu_records = CPU_RECORDS if cpu_records is None else cpu_records
     checkpoint = read_checkpoint(checkpoints / name)
-    profile = checkpoint["extra"]["record"]["profile"]
-    if profile == "cpu" or name in SAME_IN_EVERY_PROFILE:
-        return cls(**checkpoint["config"])
+    record = checkpoint["extra"]["record"]
+    if record["profile"] == "cpu" or name in SAME_IN_EVERY_PROFILE:
+        return {**record, "config": checkpoint["config"]}
     if name not in cpu_records:
-        raise SystemExit(f"{name} was trained in the {profile} profile and no record of the cpu profile's "
-                         "run is listed in CPU_RECORDS: keep the cpu run's record (its checkpoint's "
-                         ".json) in results/cpu-xeon/ and list it there")
-    return cls(**json.loads(cpu_records[name].read_text())["config"])
+        raise SystemExit(f"{name} was trained in the {record['profile']} profile and no record of the cpu "
+                         "profile's run is listed in CPU_RECORDS: keep the cpu run's record (its "
+                         "checkpoint's .json) in results/cpu-xeon/ and list it there")
+    return json.loads(cpu_records[name].read_text())
+
+
+def config_of(name: str, cls, checkpoints: Path = CHECKPOINTS, cpu_records: dict | None = None):
+    """The architecture the cpu profile trains under the checkpoint name ``name``."""
+    return cls(**cpu_record(name, checkpoints, cpu_records)["config"])
 
 
 def vae_step(batch: int = 128):
@@ -105,8 +112,9 @@ def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
     return step, n_critic * m
 
 
-def ddpm_step(batch: int = 128):
-    model = UNet(config_of("ddpm.pt", UNetConfig))
+def ddpm_step():
+    record = cpu_record("ddpm.pt")
+    model, batch = UNet(UNetConfig(**record["config"])), record["batch_size"]
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     schedule = NoiseSchedule(T=1000, kind="cosine")
     x0 = torch.rand(batch, 1, 28, 28) * 2 - 1

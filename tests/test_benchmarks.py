@@ -107,6 +107,7 @@ def test_training_throughput_builds_the_cpu_profiles_networks():
     assert cpu["profile"] == "cpu"
     config = throughput.config_of("ddpm.pt", UNetConfig)
     assert config.channels == cpu["config"]["channels"]
+    assert throughput.cpu_record("ddpm.pt")["batch_size"] == cpu["batch_size"]  # the step's batch
     if published["profile"] != "cpu":
         assert config.channels != published["config"]["channels"]
     assert throughput.config_of("vae-j32.pt", VAEConfig).latent_dim == 32

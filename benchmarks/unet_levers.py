@@ -4,8 +4,9 @@ Run: python benchmarks/unet_levers.py [--channels 16] [--repeats 5] [--no-compil
 (16 channels: the cpu profile's width when the stored results were measured; the profile now uses 24.)
 Measures images per second of a training step (forward + backward + Adam, batch 128) and of a
 sampling forward pass (no gradients, batch 128), for: bf16 autocast, channels_last memory layout,
-torch.compile, one thread instead of all, and other training batch sizes. A lever that is at least
-1.3 times faster is then checked for harm: 150 training steps from the same initial weights, on the
+torch.compile, one thread instead of all, and other training batch sizes. A numerical lever (bf16
+autocast or channels_last) that is at least 1.3 times faster is then checked for harm (torch.compile
+is not): 150 training steps from the same initial weights, on the
 same batches, noise and timesteps, with and without it; the mean loss of the last 50 steps is
 compared. Results (with hardware, commit and torch version) are merged into results/benchmarks.json
 under "unet_levers". Run it on an idle machine. Not a test.

@@ -104,7 +104,7 @@ sizes = {  # what each compute profile affords
         iwae_k=1_000,
         refine_steps=500,
     ),
-    "gpu": dict(  # an epoch of 128-image steps: about 2 s on an H200, launch-bound
+    "gpu": dict(  # an epoch of 128-image steps: about 1.2 s on an H200, launch-bound
         n_train=60_000,
         epochs=240,
         epochs_2d=40,

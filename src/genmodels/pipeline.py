@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,8 +322,6 @@ def _terminate_as_interrupt():
     """Stop on SIGTERM or SIGHUP (a `kill`, a cancelled CI job, a machine's time limit) as on Ctrl-C:
     the notebook's process is killed before the lock is released, and what it wrote is set aside.
     Without this the interpreter would die at once and leave the notebook running, unlocked."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
         yield
         return

@@ -354,6 +354,17 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
 
 
+def test_the_command_line_says_how_to_resume_after_an_interruption(repo, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        pipeline.main(["--profile", "cpu", "--root", str(repo)])
+    assert exit_.value.code == 130
+    assert "stopped by SIGTERM: the notebooks that finished are recorded" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_refreshing_prose_replaces_the_copy_and_its_manifest_entry_together_or_neither(repo, monkeypatch):
     from genmodels import train

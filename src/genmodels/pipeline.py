@@ -562,7 +562,12 @@ def main(argv: list[str] | None = None) -> None:
                   "next, or a later notebook reads the old\ncheckpoints: there, run a notebook and those "
                   "that read its checkpoints in one command, naming them together.")
         return
-    run_pipeline(args.root, profile, only=args.only, force=args.force)
+    try:
+        run_pipeline(args.root, profile, only=args.only, force=args.force)
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (see _terminate_as_interrupt)
+        print(f"{error or 'interrupted'}: the notebooks that finished are recorded, and running the same "
+              "command again resumes", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

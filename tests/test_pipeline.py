@@ -2,7 +2,13 @@
 atomic executed copies, and a smoke run that never touches the published folders."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -209,13 +215,6 @@ def test_a_run_in_protected_folders_is_refused_before_any_notebook_runs(repo, mo
 def test_a_terminated_run_stops_its_notebook_and_sets_aside_what_it_wrote(repo, tmp_path):
     """SIGTERM (a `kill`, a cancelled job) stops the run as Ctrl-C does: the notebook's process dies
     with it, nothing half-written is left in the published folder, and the lock is free again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import textwrap
-    import time
-
     pid_file = repo / "notebook.pid"  # the stand-in notebook runs in repo/notebooks
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent("""

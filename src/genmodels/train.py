@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -397,10 +398,8 @@ def json_text(obj: Any) -> str:
 
 
 def write_together(files: dict[Path, bytes]) -> None:
-    """Write each file atomically, all of them or none: every one is refused (protected folders) or
-    staged under a temporary name before any is renamed into place (:func:`_replace_all`)."""
-    for path in files:
-        _refuse_protected(path)
+    """Write each file atomically, all of them or none: every one is staged under a temporary name
+    (or refused, in a protected folder) before any is renamed into place (:func:`_replace_all`)."""
     staged = []
     try:
         for path, data in files.items():
@@ -510,30 +509,23 @@ def publish_checkpoint(
     sums_path, record_path = path.parent / "SHA256SUMS", path.with_suffix(".json")
     sums = read_sha256sums(sums_path)  # a malformed file stops us before anything is written
     payload = _payload(model, None, config, step, {**(extra or {}), "record": record}, None)
-    staged = []
-    try:
-        staged.append((_stage(path, lambda f: torch.save(payload, f)), path))
-        weights = staged[0][0]
-        full_record = {
-            **record,
-            "file": path.name,
-            "sha256": file_sha256(weights),
-            "bytes": weights.stat().st_size,
-            "params": sum(p.numel() for p in model.parameters()),
-            "config": _config_dict(config),
-            "step": int(step),
-            "commit": git_commit(),
-        }
-        record_text = json.dumps(full_record, indent=2, sort_keys=True) + "\n"
-        staged.append((_stage(record_path, lambda f: f.write(record_text.encode())), record_path))
-        sums[path.name] = full_record["sha256"]
-        sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
-        staged.append((_stage(sums_path, lambda f: f.write(sums_text.encode())), sums_path))
-    except BaseException:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        raise
-    _replace_all(staged)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    weights = buffer.getvalue()
+    full_record = {
+        **record,
+        "file": path.name,
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "bytes": len(weights),
+        "params": sum(p.numel() for p in model.parameters()),
+        "config": _config_dict(config),
+        "step": int(step),
+        "commit": git_commit(),
+    }
+    sums[path.name] = full_record["sha256"]
+    sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+    write_together({path: weights, record_path: json_text(full_record).encode(),
+                    sums_path: sums_text.encode()})
     return full_record
 
 

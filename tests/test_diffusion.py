@@ -57,11 +57,15 @@ def test_q_sample_moments(step):
     x0 = torch.tensor([1.0, -0.5, 0.0])
     n = 200_000
     t = torch.full((n,), step)
-    xt = q_sample(schedule, x0.expand(n, 3), t)
+    noise = torch.randn(n, 3, generator=torch.Generator().manual_seed(step))
+    xt = q_sample(schedule, x0.expand(n, 3), t, noise)
     ab = schedule.alpha_bar[step].double().item()
-    torch.testing.assert_close(xt.mean(0).double(), math.sqrt(ab) * x0.double(), atol=0.01, rtol=0)
+    # tolerances relative to the spread (1 - ab, as small as 1e-4 at t = 1): 5 standard errors
+    spread = math.sqrt(1 - ab)
+    torch.testing.assert_close(xt.mean(0).double(), math.sqrt(ab) * x0.double(),
+                               atol=5 * spread / math.sqrt(n), rtol=0)
     torch.testing.assert_close(xt.var(0).double(), torch.full((3,), 1 - ab, dtype=torch.float64),
-                               atol=0.01, rtol=0.02)
+                               atol=0, rtol=5 * math.sqrt(2 / n))
 
 
 def test_iterating_the_one_step_chain_matches_the_closed_form():
@@ -94,9 +98,10 @@ def test_posterior_equals_bayes_rule_on_a_grid(step):
     grid_mean = (weights * grid).sum()
     grid_var = (weights * (grid - grid_mean) ** 2).sum()
     t = torch.tensor([step])
-    mean, variance, _ = q_posterior(schedule, x0.float()[None], xt.float()[None], t)
+    mean, variance, log_variance = q_posterior(schedule, x0.float()[None], xt.float()[None], t)
     assert mean.item() == pytest.approx(grid_mean.item(), abs=1e-5)
     assert variance.item() == pytest.approx(grid_var.item(), rel=1e-4)
+    assert log_variance.item() == pytest.approx(math.log(grid_var.item()), abs=1e-4)  # t >= 2: unclipped
 
 
 class KnowsTheData:
@@ -124,8 +129,12 @@ def test_eps_form_of_the_mean_equals_the_posterior_mean_and_x0_is_recovered():
 
 
 def test_loss_simple_of_a_predictor_that_says_zero_is_one():
-    loss = loss_simple(lambda xt, t: torch.zeros_like(xt), schedule, torch.randn(4096, 8))
-    assert loss.mean().item() == pytest.approx(1.0, abs=0.02)  # E ||eps||^2 / D
+    generator = torch.Generator().manual_seed(6)
+    x0, noise = torch.randn(4096, 8, generator=generator), torch.randn(4096, 8, generator=generator)
+    t = schedule.sample_t(4096, generator=generator)
+    loss = loss_simple(lambda xt, t: torch.zeros_like(xt), schedule, x0, t=t, noise=noise)
+    # E ||eps||^2 / D = 1; the mean of 4096 x 8 squared normals has standard deviation sqrt(2 / 32768)
+    assert loss.mean().item() == pytest.approx(1.0, abs=5 * math.sqrt(2 / 32768))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +176,36 @@ def test_ddim_with_eta_one_on_every_step_is_ancestral_sampling_from_the_posterio
         t = torch.full((64,), step)
         mean, variance, _ = q_posterior(short, predict_x0(short, x, t, model(x, t)), x, t)
         x = mean + (variance.sqrt() * torch.randn((64, 2), generator=generator) if step > 1 else 0)
+    torch.testing.assert_close(ddim, x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_ddim_on_skipped_steps_draws_from_the_jump_posterior_scaled_by_eta(eta):
+    """Five of 20 steps. From t to s < t the forward chain gives Cov(x_s, x_t | x0) =
+    sqrt(ab_t / ab_s) (1 - ab_s), so Gaussian conditioning yields q(x_s | x_t, x0)'s variance
+    (1 - ab_s) - Cov^2 / (1 - ab_t); DDIM's sigma is eta times its square root, and the weight on
+    eps keeps q(x_s | x0)'s variance (Song et al. 2021, Eq. 12). At eta = 1 that weight is the
+    conditional mean's, Cov / sqrt(1 - ab_t). Replayed draw for draw."""
+    short = NoiseSchedule(T=20)
+    model = gaussian_data_eps(short, torch.tensor([1.0, -0.5]), torch.tensor([[0.5, 0.3], [0.3, 0.4]]))
+    ddim = ddim_sample(model, short, (64, 2), steps=5, eta=eta, generator=torch.Generator().manual_seed(4))
+    times = [20, 15, 10, 6, 1]
+    assert ddim_timesteps(short.T, 5) == times
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn((64, 2), generator=generator)
+    for t, s in zip(times, [*times[1:], 0], strict=True):
+        ab_t, ab_s = short.alpha_bar[t].item(), short.alpha_bar[s].item()
+        steps = torch.full((64,), t)
+        eps = model(x, steps)
+        x0 = predict_x0(short, x, steps, eps)
+        covariance = math.sqrt(ab_t / ab_s) * (1 - ab_s)
+        sigma = eta * math.sqrt((1 - ab_s) - covariance**2 / (1 - ab_t))
+        weight = math.sqrt(1 - ab_s - sigma**2)
+        if eta == 1:
+            assert weight == pytest.approx(covariance / math.sqrt(1 - ab_t), rel=1e-9, abs=1e-12)
+        x = math.sqrt(ab_s) * x0 + weight * eps
+        if s > 0:
+            x = x + sigma * torch.randn((64, 2), generator=generator)
     torch.testing.assert_close(ddim, x, atol=1e-5, rtol=1e-5)
 
 
@@ -228,6 +267,31 @@ def test_discretized_likelihood_is_a_distribution_over_the_256_levels():
         assert p.sum().item() == pytest.approx(1.0, abs=1e-4)
     sharp = discretized_gaussian_log_likelihood(torch.tensor([0.2]), torch.tensor(0.2), torch.tensor(-8.0))
     assert sharp.item() == pytest.approx(0.0, abs=1e-6)  # all mass in the right bin
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_the_bound_at_t_1_is_the_discretized_decoder_against_scipy(variance):
+    """L_0 = -sum_d log [Phi((x + 1/255 - mu) / sigma) - Phi((x - 1/255 - mu) / sigma)], the edge
+    levels' bins open to infinity (Ho et al. Eq. 13), from scipy's normal CDF in float64. The
+    predictor says eps = 0, so mu = x_1 / sqrt(alpha_1); sigma^2 is beta_1, or beta_tilde_2 where
+    beta_tilde_1 = 0 is clipped (beta_tilde_2 = beta_2 (1 - alpha_bar_1) / (1 - alpha_bar_2))."""
+    x0 = torch.randint(0, 256, (4, 1, 5, 5), generator=torch.Generator().manual_seed(7)) / 127.5 - 1
+    x0[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # both edge levels appear
+    torch.manual_seed(8)
+    got = vlb_terms(lambda xt, t: torch.zeros_like(xt), schedule, x0, torch.ones(4, dtype=torch.long),
+                    variance=variance)
+    torch.manual_seed(8)
+    noise = torch.randn_like(x0).double()  # the draw vlb_terms makes for x_1
+    betas = np.linspace(1e-4, 0.02, 1000)
+    x, x1 = x0.double().numpy(), (math.sqrt(1 - betas[0]) * x0.double() + math.sqrt(betas[0]) * noise).numpy()
+    mu = x1 / math.sqrt(1 - betas[0])
+    var = betas[0] if variance == "beta" else betas[1] * betas[0] / (1 - (1 - betas[0]) * (1 - betas[1]))
+    sigma = math.sqrt(var)
+    upper = np.where(x > 0.999, 1.0, stats.norm.cdf((x + 1 / 255 - mu) / sigma))
+    lower = np.where(x < -0.999, 0.0, stats.norm.cdf((x - 1 / 255 - mu) / sigma))
+    expected = -np.log(upper - lower).reshape(4, -1).sum(1)
+    assert 10 < expected.min()  # sigma is about the bins' width: each pixel costs about a nat
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("step", [1, 50, 500, 1000])

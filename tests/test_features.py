@@ -18,7 +18,7 @@ from genmodels.features import (
 from genmodels.train import save_checkpoint
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one per test: a test that switches it to eval mode must not do so for the next
 def classifier():
     torch.manual_seed(0)
     network = MNISTClassifier(ClassifierConfig(channels=(8, 16), feature_dim=32))

@@ -208,6 +208,31 @@ def test_iwae_bound_with_one_sample_is_the_elbo_and_rises_with_k(vae, images):
     assert (k100 > k1).all()
 
 
+def test_iwae_bound_equals_torch_distributions_draw_for_draw(images):
+    """Each log-weight log p(x | z) + log p(z) - log q(z | x) rebuilt from torch.distributions with
+    the same draws, chunked as iwae_bound draws them (30, 30, 30, then 10 of k = 100). The encoder's
+    log sigma is moved to about -1, where sigma and sigma^2 differ."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(hidden_dims=(64,), latent_dim=4))
+    with torch.no_grad():
+        model.encoder.net[-1].bias[4:] -= 1.0  # the log sigma half of the last layer
+    x = images.reshape(8, 784)
+    mu, log_sigma = model.encoder(x)
+    assert -1.5 < log_sigma.mean().item() < -0.5
+    torch.manual_seed(11)
+    bound = iwae_bound(model, images, k=100, chunk=30)
+    torch.manual_seed(11)
+    eps = torch.cat([torch.randn(n, 8, 4) for n in (30, 30, 30, 10)])  # (k, B, J)
+    with torch.no_grad():
+        z = mu + log_sigma.exp() * eps
+        q = D.Independent(D.Normal(mu, log_sigma.exp()), 1)
+        prior = D.Independent(D.Normal(torch.zeros(4), torch.ones(4)), 1)
+        likelihood = D.Independent(D.Bernoulli(logits=model.decoder(z)), 1)
+        log_w = likelihood.log_prob(x) + prior.log_prob(z) - q.log_prob(z)  # (k, B)
+    expected = torch.logsumexp(log_w, dim=0) - math.log(100)
+    torch.testing.assert_close(bound, expected, rtol=0, atol=1e-4)
+
+
 def test_vae_rejects_bad_images(vae):
     with pytest.raises(ValueError, match=r"784 pixels.*got \(8, 1, 32, 32\)"):
         elbo_terms(vae, torch.zeros(8, 1, 32, 32))
@@ -231,6 +256,14 @@ def test_sample_and_decode(vae):
     assert probabilities.shape == draws.shape == (6, 1, 28, 28)
     assert probabilities.min() >= 0 and probabilities.max() <= 1
     assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    # z ~ N(0, I) from the same stream, then p = sigmoid(logits) and x ~ Bernoulli(p) pixel by pixel
+    generator = torch.Generator().manual_seed(9)
+    z = torch.randn(6, 4, generator=generator)
+    with torch.no_grad():
+        expected = torch.sigmoid(vae.decoder(z)).reshape(6, 1, 28, 28)
+    torch.testing.assert_close(probabilities, expected)
+    torch.testing.assert_close(vae.decode(z), expected)
+    assert torch.equal(draws, torch.bernoulli(expected, generator=generator))  # the stream goes on
     with pytest.raises(ValueError, match=r"4-dimensional latent space: z must have shape \(n, 4\)"):
         vae.decode(torch.zeros(3, 2))
 

@@ -1,8 +1,9 @@
 """Feature networks for the metrics: an MNIST classifier the project trains itself, and, where its
 weights are on disk, pytorch-fid's Inception-v3.
 
-Both take images through the same path: :func:`genmodels.metrics.to_uint8`, then uint8 / 255,
-then the network in eval mode; both return one feature vector per image.
+Both take images through the same path: :func:`genmodels.metrics.to_uint8`, then uint8 / 255
+(which each network rescales to [-1, 1]), then the network in eval mode; both return one feature
+vector per image.
 """
 
 from __future__ import annotations

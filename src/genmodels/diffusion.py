@@ -275,7 +275,8 @@ def ddim_sample(
     x_s = sqrt(alpha_bar_s) x0_pred + sqrt(1 - alpha_bar_s - sigma^2) eps_theta + sigma z.
     """
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: Algorithm 2's noise), got {eta}")
+        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: the forward posterior's noise, "
+                         f"Algorithm 2 with sigma_t^2 = beta_tilde_t), got {eta}")
     x = torch.randn(shape, generator=generator, device=device)
     times = ddim_timesteps(schedule.T, steps)
     for current, following in zip(times, [*times[1:], 0], strict=True):

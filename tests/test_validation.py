@@ -183,3 +183,161 @@ def test_frechet_distance_needs_symmetric_positive_semidefinite_covariances():
     rank_four = np.cov(features, rowvar=False)
     # square roots of eigenvalues that are zero up to rounding (~1e-16) leave about 1e-7
     assert frechet_distance(np.zeros(20), rank_four, np.zeros(20), rank_four) == pytest.approx(0.0, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Mistakes that used to give numbers without an error
+
+
+def test_a_v_network_loaded_as_a_bare_unet_is_refused_with_the_loader_to_use():
+    from genmodels.diffusion import load_ddpm
+    from genmodels.unet import load_unet
+
+    published = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "ddpm.pt"
+    with pytest.raises(ValueError, match=r"predicts 'v' on the noise schedule.*load_ddpm.*raw=True"):
+        load_unet(published)
+    network, _ = load_unet(published, raw=True)
+    model, ddpm_schedule, _ = load_ddpm(published)
+    assert isinstance(network, UNet) and ddpm_schedule.T == 1000
+
+
+def test_a_model_output_that_would_broadcast_is_refused():
+    x0 = torch.zeros(3, 1, 28, 28)
+    t = torch.full((3,), 5)
+    for squeezed in (lambda x, t: torch.zeros(len(x), 1, 1, 1), lambda x, t: torch.zeros(1, 1, 28, 28)):
+        with pytest.raises(ValueError, match=r"model returned \(.*\) for x_t of shape \(3, 1, 28, 28\)"):
+            loss_simple(squeezed, schedule, x0, t)
+        with pytest.raises(ValueError, match="the model returned"):
+            p_mean_variance(squeezed, schedule, x0, t)
+    from genmodels.diffusion import ddim_sample, dpm_solver_2m_sample
+
+    with pytest.raises(ValueError, match="the model returned"):
+        ddim_sample(lambda x, t: torch.zeros(len(x), 1, 1, 1), schedule, (2, 1, 28, 28), steps=3)
+    with pytest.raises(ValueError, match="the model returned"):
+        dpm_solver_2m_sample(lambda x, t: torch.zeros(len(x), 1, 1, 1), schedule, (2, 1, 28, 28), steps=3)
+
+
+def test_bound_options_and_ranges_are_checked():
+    from genmodels.diffusion import prior_term
+
+    x0, t = torch.zeros(2, 1, 4, 4), torch.full((2,), 1)
+    with pytest.raises(ValueError, match=r"decoder must be one of 'discretized', 'gaussian', got 'discrete'"):
+        vlb_terms(says_zero, schedule, x0, t, decoder="discrete")
+    with pytest.raises(ValueError, match=r"variance must be one of 'beta', 'beta_tilde', got 'beta-tilde'"):
+        vlb_terms(says_zero, schedule, x0, t, variance="beta-tilde")
+    with pytest.raises(ValueError, match="variance must be one of"):
+        p_mean_variance(says_zero, schedule, x0, t, variance="tilde")
+    with pytest.raises(ValueError, match=r"256 levels in \[-1, 1\].*x \* 2 - 1"):
+        vlb_terms(says_zero, schedule, torch.full((2, 1, 4, 4), 255.0), t)
+    vlb_terms(says_zero, schedule, torch.full((2, 1, 4, 4), 3.0), t, decoder="gaussian")  # no grid to fit
+    with pytest.raises(ValueError, match=r"dtype torch.uint8.*floats in \[-1, 1\]"):
+        prior_term(schedule, torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+
+
+def test_snr_and_dpm_solver_check_their_timesteps():
+    from genmodels.diffusion import dpm_solver_2m_sample, min_snr_weight, snr
+
+    for bad in (torch.tensor([0, 3]), torch.tensor([-1, 3]), torch.tensor([11, 3])):
+        with pytest.raises(ValueError, match=r"t must lie in 1..T"):
+            snr(schedule, bad)
+        with pytest.raises(ValueError, match=r"t must lie in 1..T"):
+            min_snr_weight(schedule, bad)
+    with pytest.raises(ValueError, match="pass steps or timesteps, not both"):
+        dpm_solver_2m_sample(says_zero, schedule, (2, 3), steps=7, timesteps=[9, 5, 1])
+    with pytest.raises(ValueError, match=r"steps must lie in 2..T = 2..10, got 0"):
+        dpm_solver_2m_sample(says_zero, schedule, (2, 3), steps=0)
+    with pytest.raises(ValueError, match="timesteps must decrease strictly"):
+        dpm_solver_2m_sample(says_zero, schedule, (2, 3), timesteps=[9.0, 5.5, 1.0])
+    as_tensor = dpm_solver_2m_sample(says_zero, schedule, (2, 3), timesteps=torch.tensor([9, 5, 1]),
+                                     generator=torch.Generator().manual_seed(0))
+    as_list = dpm_solver_2m_sample(says_zero, schedule, (2, 3), timesteps=[9, 5, 1],
+                                   generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(as_tensor, as_list)
+
+
+def test_kid_on_sets_no_larger_than_a_subset_has_no_spread_to_report():
+    own = np.random.default_rng(0)
+    a, b = own.standard_normal((200, 4)), own.standard_normal((200, 4)) + 1
+    kid, spread = kernel_inception_distance(a, b, subsets=10, subset_size=1000)
+    assert kid > 0 and math.isnan(spread)  # ten copies of one estimate are not a measured spread
+    kid_half, spread_half = kernel_inception_distance(a, b, subsets=10, subset_size=100)
+    assert spread_half > 0
+
+
+def test_legible_share_refuses_a_percentage_and_a_classifier_without_class_logits():
+    from genmodels.features import legible_share
+
+    images = torch.zeros(4, 1, 28, 28)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\) \(a probability, not a percentage\)"):
+        legible_share(classifier, images, confidence=90)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        legible_share(classifier, images, confidence=1.0)
+    with pytest.raises(ValueError, match=r"must return class logits, one row per image: \(4, number of"):
+        legible_share(torch.nn.Identity(), images)
+
+
+def test_the_convolutional_critic_and_clipping_refuse_wrong_scales():
+    from genmodels.wgan import ConvCritic, DCGANConfig, clip_weights_
+
+    critic = ConvCritic(DCGANConfig(channels=4))
+    images = torch.rand(3, 784)
+    assert critic(images).shape == (3,)
+    for wrong in (images * 255, images * 2 - 1.8):
+        with pytest.raises(ValueError, match=r"expects pixels in \[0, 1\]"):
+            critic(wrong)
+    for c in (-0.01, 0.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="c must be a positive number"):
+            clip_weights_(critic, c)
+    clip_weights_(critic, 0.01)
+    assert max(p.abs().max().item() for p in critic.parameters()) <= 0.01
+
+
+def test_langevin_refuses_infinite_scores_and_warns_when_the_chain_diverges():
+    from genmodels.langevin import dsm_loss, langevin_sample
+
+    x0 = torch.zeros(5, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="NaN or infinite values at the starting particles"):
+        langevin_sample(lambda x: torch.full_like(x, math.inf), x0, 0.1, 3)
+    with pytest.raises(ValueError, match="step_size must be positive, got inf"):
+        langevin_sample(lambda x: -x, x0, math.inf, 3)
+    with pytest.warns(RuntimeWarning, match=r"the chain diverged: 5 of 5 particles.*smaller step"):
+        langevin_sample(lambda x: -x, x0 + 1, 3.0, 2000, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"score_model returned \(5, 1\) for x of shape \(5, 2\)"):
+        dsm_loss(lambda x: x[:, :1], x0, 0.1)
+
+
+def test_a_nan_image_is_refused_rather_than_drawn_blank():
+    from genmodels.plotting import image_grid
+
+    images = torch.rand(4, 1, 28, 28)
+    images[2, 0, 3, 3] = math.nan
+    with pytest.raises(ValueError, match="1 of 4 images hold NaN pixels"):
+        image_grid(images)
+
+
+def test_devices_configs_and_loader_arguments_get_clear_errors(monkeypatch, tmp_path):
+    from genmodels.train import CheckpointError, load_model, pick_device, save_checkpoint
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"pick_device\('cuda'\), but this machine has no CUDA device"):
+        pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+    for config, field in ((UNetConfig(channels=33, groups=1), "channels = 33 must be even"),
+                          (UNetConfig(channels=8, groups=4, channel_mults=(1, 2, 2, 2)), "at most three"),
+                          (UNetConfig(channels=12, groups=8), "groups = 8 must divide every width"),
+                          (UNetConfig(channels=8, groups=4, blocks_per_level=0), "blocks_per_level = 0")):
+        with pytest.raises(ValueError, match=field):
+            UNet(config)
+    unet = UNet(UNetConfig(channels=8, groups=4))
+    with pytest.raises(ValueError, match=r"t must be a tensor of integer timesteps.*got int.*torch.full"):
+        unet(torch.zeros(2, 1, 28, 28), 500)
+    with pytest.raises(ValueError, match="got dtype torch.bool"):
+        unet(torch.zeros(2, 1, 28, 28), torch.ones(2, dtype=torch.bool))
+    path = save_checkpoint(tmp_path / "vae.pt", VAE(VAEConfig(hidden_dims=(8,), latent_dim=2)),
+                           config=VAEConfig(hidden_dims=(8,), latent_dim=2))
+    with pytest.raises(CheckpointError,
+                       match="UNetConfig is not the config of a VAE; load it with genmodels.vae.load_vae"):
+        load_model(path, VAE, UNetConfig)
+    with pytest.raises(TypeError, match="config_class must be the config dataclass itself"):
+        load_model(path, VAE, VAEConfig())

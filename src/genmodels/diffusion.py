@@ -11,6 +11,7 @@ Models are called as ``model(x_t, t)`` and predict the noise epsilon (the paper'
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Literal
 
@@ -134,6 +135,23 @@ def _check_timesteps(schedule: NoiseSchedule, t: torch.Tensor, x: torch.Tensor) 
                          f"{t.max().item()}; draw it with schedule.sample_t")
 
 
+def _predict(model: EpsModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """model(x, t), refusing an output not shaped like x: one of shape (B, 1, 1, 1) or (1, ...)
+    would broadcast through every formula below and give numbers without an error."""
+    out = model(x, t)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model returned {got} for x_t of shape {tuple(x.shape)}: it must return "
+                         "its prediction (of the noise, or of v) for every element of x_t, shape "
+                         f"{tuple(x.shape)}")
+    return out
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 def q_sample(
     schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -184,7 +202,8 @@ def p_mean_variance(
     and sigma_t^2 = beta_t (Ho et al.'s choice for sampling) or beta_tilde_t.
     """
     _check_timesteps(schedule, t, xt)
-    eps = model(xt, t)
+    _check_choice("variance", variance, ("beta", "beta_tilde"))
+    eps = _predict(model, xt, t)
     mean = (
         xt
         - extract(schedule.beta, t, xt.shape) / extract(schedule.sqrt_one_minus_alpha_bar, t, xt.shape) * eps
@@ -218,7 +237,7 @@ def loss_simple(
     if noise is None:
         noise = torch.randn_like(x0)
     target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
-    return mean_flat((target - model(q_sample(schedule, x0, t, noise), t).float()) ** 2)
+    return mean_flat((target - _predict(model, q_sample(schedule, x0, t, noise), t).float()) ** 2)
 
 
 @torch.no_grad()
@@ -281,7 +300,7 @@ def ddim_sample(
     times = ddim_timesteps(schedule.T, steps)
     for current, following in zip(times, [*times[1:], 0], strict=True):
         t = torch.full((shape[0],), current, device=device, dtype=torch.long)
-        eps = model(x, t)
+        eps = _predict(model, x, t)
         x0 = predict_x0(schedule, x, t, eps)
         ab_t, ab_s = schedule.alpha_bar[current].item(), schedule.alpha_bar[following].item()
         sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))
@@ -358,15 +377,22 @@ def dpm_solver_2m_sample(
     with eta = 1: the second-order term corrects Algorithm 2's jump with the previous prediction, at
     no extra network call.
     """
-    times = timesteps if timesteps is not None else logsnr_timesteps(schedule, steps or 20)
-    if not times or any(not 1 <= t <= schedule.T for t in times) or sorted(set(times), reverse=True) != times:
+    if steps is not None and timesteps is not None:
+        raise ValueError(f"pass steps or timesteps, not both (got steps={steps} and timesteps={timesteps}): "
+                         "timesteps sets the steps itself")
+    if timesteps is None:
+        times = logsnr_timesteps(schedule, 20 if steps is None else steps)
+    else:  # a list, or a tensor or array of integers
+        times = timesteps.tolist() if hasattr(timesteps, "tolist") else list(timesteps)
+    if (not times or any(not isinstance(t, numbers.Integral) or not 1 <= t <= schedule.T for t in times)
+            or sorted(set(times), reverse=True) != times):
         raise ValueError(f"timesteps must decrease strictly within 1..T = 1..{schedule.T}, got {times}")
     alpha_bar = schedule.alpha_bar.double()
     x = torch.randn(shape, generator=generator, device=device)
     previous_x0, previous_h = None, None
     for current, following in zip(times, [*times[1:], 0], strict=True):
         t = torch.full((shape[0],), current, device=device, dtype=torch.long)
-        x0 = predict_x0(schedule, x, t, model(x, t))
+        x0 = predict_x0(schedule, x, t, _predict(model, x, t))
         if clip_x0:
             x0 = x0.clamp(-1, 1)
         if following == 0:  # sigma_s = 0: e^{-h} = 0 and x_s = alpha_s D = x0 (first order at the end)
@@ -396,6 +422,7 @@ def dpm_solver_2m_sample(
 
 def snr(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t, per timestep (B,)."""
+    _check_timesteps(schedule, t, t)
     alpha_bar = schedule.alpha_bar.double().to(t.device)[t]
     return (alpha_bar / (1 - alpha_bar)).float()
 
@@ -460,7 +487,7 @@ def load_ddpm(
     says what the network predicts (``prediction``: "eps" or "v", a v-network is wrapped in
     :class:`EpsilonFromV`) and its schedule (``noise_schedule``); a record without them is Ho et
     al.'s: epsilon-prediction on the linear schedule with T = 1000."""
-    network, checkpoint = load_unet(path, map_location=map_location)
+    network, checkpoint = load_unet(path, map_location=map_location, raw=True)
     record = checkpoint.get("extra", {}).get("record", {})
     prediction = record.get("prediction", "eps")
     noise_schedule = record.get("noise_schedule", {"kind": "linear", "T": 1000})
@@ -497,6 +524,12 @@ def vlb_terms(
     t >= 2: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t));
     summing over t = 1..T and adding :func:`prior_term` L_T gives the bound on -log p(x_0) (Eq. 5).
     """
+    _check_choice("decoder", decoder, ("discretized", "gaussian"))
+    _check_choice("variance", variance, ("beta", "beta_tilde"))
+    if decoder == "discretized" and (x0.min() < -1 - 1e-6 or x0.max() > 1 + 1e-6):
+        raise ValueError(f"the discretized decoder takes images on 256 levels in [-1, 1], got values in "
+                         f"[{x0.min().item():.3g}, {x0.max().item():.3g}]: map pixels in [0, 1] with "
+                         "x * 2 - 1, and uint8 pixels with x / 127.5 - 1")
     xt = q_sample(schedule, x0, t)
     true_mean, _, true_log_variance = q_posterior(schedule, x0, xt, t)
     mean, _, log_variance = p_mean_variance(model, schedule, xt, t, variance=variance)
@@ -513,6 +546,9 @@ def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     (1/2) [alpha_bar_T ||x_0||^2 - D (alpha_bar_T + log(1 - alpha_bar_T))], the Gaussian KL of
     :func:`normal_kl` summed over the D pixels. Computed in float64: with the cosine schedule
     1 - alpha_bar_T rounds to 1 in float32, which would make the term exactly 0."""
+    if not x0.dtype.is_floating_point:
+        raise ValueError(f"x0 has dtype {x0.dtype}: pass images as floats in [-1, 1] (uint8 pixels: "
+                         "x.float() / 127.5 - 1); the KL is returned in x0's dtype")
     alpha_bar = schedule.alpha_bar[schedule.T].double().to(x0.device)
     x = x0.double().reshape(len(x0), -1)
     kl = 0.5 * (alpha_bar * x.pow(2).sum(1) - x.shape[1] * (alpha_bar + torch.log1p(-alpha_bar)))

@@ -108,9 +108,17 @@ def legible_share(classifier: nn.Module, images: torch.Tensor, confidence: float
                   batch_size: int = 500) -> float:
     """The share of ``images`` that ``classifier`` assigns to one class with a probability above
     ``confidence``: the samples a reader would call a digit ("legible" in the book's tables)."""
+    if not 0 <= confidence < 1:  # at 1 nothing would count, whatever the images
+        raise ValueError(f"confidence must lie in [0, 1) (a probability, not a percentage), "
+                         f"got {confidence}: the book uses 0.9")
+    if len(images) == 0:
+        raise ValueError("no images: legible_share needs at least one")
     classifier.eval()
-    top = torch.cat([classifier(batch).softmax(-1).max(-1).values for batch in images.split(batch_size)])
-    return (top > confidence).float().mean().item()
+    logits = torch.cat([classifier(batch) for batch in images.split(batch_size)])
+    if logits.ndim != 2 or logits.shape[0] != len(images) or logits.shape[1] < 2:
+        raise ValueError(f"the classifier returned {tuple(logits.shape)} for {len(images)} images; it must "
+                         f"return class logits, one row per image: ({len(images)}, number of classes)")
+    return (logits.softmax(-1).max(-1).values > confidence).float().mean().item()
 
 
 class _InceptionFeatures(nn.Module):

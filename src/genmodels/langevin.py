@@ -16,6 +16,7 @@ learned score keeps no graph across steps, while a score computed by autograd st
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
@@ -36,7 +37,7 @@ Score = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _check_positive(value: float, name: str, hint: str) -> None:
-    if not value > 0:  # also refuses NaN
+    if not 0 < value < math.inf:  # also refuses NaN
         raise ValueError(f"{name} must be positive, got {value}: {hint}")
 
 
@@ -46,13 +47,15 @@ def _check_steps(value: int, name: str) -> None:
 
 
 def _checked_output(value: torch.Tensor, shape: tuple[int, ...], name: str, what: str) -> torch.Tensor:
-    """``value``, after refusing a wrong shape or a NaN: the check on a function's first call."""
+    """``value``, after refusing a wrong shape, a NaN or an infinity: the check on a function's first
+    call."""
     if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(f"{name} returned {got} at the starting particles x0; it must return {what}, "
                          f"a tensor of shape {shape}")
-    if torch.isnan(value).any():
-        raise ValueError(f"{name} returned NaN at the starting particles x0: make {name} finite there, "
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} returned NaN or infinite values at the starting particles x0: make {name} "
+                         "finite there, "
                          "or start the particles where the density is positive")
     return value
 
@@ -85,6 +88,11 @@ def langevin_sample(
         x = _langevin_step(x, score_x.detach(), step_size, generator)
         if trajectory_every and k % trajectory_every == 0:
             trajectory.append(x.clone())
+    if not torch.isfinite(x).all():
+        warnings.warn(f"the chain diverged: {int((~torch.isfinite(x)).any(dim=-1).sum())} of {len(x)} "
+                      f"particles are NaN or infinite after {n_steps} steps of size {step_size}. On a "
+                      "Gaussian the chain is stable only while step_size < 2 / (the largest eigenvalue "
+                      "of the precision): take a smaller step", RuntimeWarning, stacklevel=2)
     return (x, trajectory) if trajectory_every else x
 
 
@@ -178,7 +186,12 @@ def dsm_loss(
     x_tilde = x + sigma * noise  # a draw from q_sigma(x~ | x) = N(x, sigma^2 I)
     # Vincent (2011): grad log q_sigma(x~ | x) = -(x~ - x) / sigma^2 = -z / sigma is the regression target
     # sigma^2 / 2 || s(x~) + z / sigma ||^2
-    return sigma**2 / 2 * sum_flat((score_model(x_tilde) + noise / sigma) ** 2)
+    score = score_model(x_tilde)
+    if not isinstance(score, torch.Tensor) or score.shape != x.shape:
+        got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+        raise ValueError(f"score_model returned {got} for x of shape {tuple(x.shape)}: it must return "
+                         f"one gradient per element of x, shape {tuple(x.shape)}")
+    return sigma**2 / 2 * sum_flat((score + noise / sigma) ** 2)
 
 
 def score_from_eps(

@@ -7,6 +7,8 @@ All statistics are float64. Real and generated images reach a feature network th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -158,7 +160,12 @@ def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
 def kernel_inception_distance(
     real: np.ndarray, generated: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
-    """KID: the unbiased MMD^2 between feature sets, averaged over random subsets: (mean, std)."""
+    """KID: the unbiased MMD^2 between feature sets, averaged over random subsets: (mean, std).
+
+    The std is the spread of the estimate over the subsets. Where both sets hold no more than
+    ``subset_size`` samples every subset is the whole of both, so there is no spread to measure and
+    the std is NaN (pass a smaller ``subset_size`` to measure one); where only one set is that small,
+    its subsets are all the same and the std understates the estimate's uncertainty."""
     if subsets < 1:
         raise ValueError(f"subsets must be at least 1, got {subsets}: KID averages MMD^2 over that many "
                          "random subsets (100 is usual)")
@@ -171,6 +178,8 @@ def kernel_inception_distance(
     size = min(subset_size, len(real), len(generated))
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
+    if subsets > 1 and size == len(real) == len(generated):  # every subset: the same whole sets
+        return _polynomial_mmd2(real, generated), math.nan
     rng = np.random.default_rng(seed)
     values = [
         _polynomial_mmd2(real[rng.choice(len(real), size, replace=False)],

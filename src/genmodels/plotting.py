@@ -26,6 +26,10 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndar
         images = images[:, None]  # (B, H, W) -> (B, 1, H, W)
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected grey images (B, 1, H, W) or (B, H, W), got {tuple(images.shape)}")
+    if images.isnan().any():
+        raise ValueError(f"{int(images.isnan().flatten(1).any(1).sum())} of {len(images)} images hold NaN "
+                         "pixels, which would be drawn as blank tiles: the model or sampler that made them "
+                         "diverged")
     if images.min() < 0 or images.max() > 1:
         raise ValueError(
             f"image values must lie in [0, 1], got [{images.min():.3g}, {images.max():.3g}]; "

@@ -96,7 +96,12 @@ def seed_everything(seed: int) -> None:
 def pick_device(preferred: str | None = None) -> torch.device:
     """``preferred`` if given, else the best available of cuda, mps and cpu."""
     if preferred is not None:
-        return torch.device(preferred)
+        device = torch.device(preferred)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"pick_device({preferred!r}), but this machine has no CUDA device: call "
+                             "pick_device() to choose what is there (on Colab: Runtime > Change runtime "
+                             "type > GPU)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -763,12 +768,21 @@ def model_from_checkpoint(
             f"{path} holds a {held} (config {checkpoint['config']}), not a {model_class.__qualname__}: "
             f"load it with {loader}"
         )
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"config_class must be the config dataclass itself (e.g. VAEConfig), not "
+                        f"{config_class!r}: the checkpoint's stored config builds the instance")
     stored = dict(checkpoint["config"] or {})
     fields = {field.name: field for field in dataclasses.fields(config_class)}
     unknown = sorted(set(stored) - set(fields))
     if unknown:
         from genmodels import __version__
 
+        written_by = checkpoint["provenance"].get("genmodels_version", "?")
+        if written_by == __version__:  # the same version wrote it: the config class is the wrong one
+            raise CheckpointError(
+                f"{path} holds a {held} whose config has entries {unknown} that {config_class.__name__} "
+                f"does not know: {config_class.__name__} is not the config of a {held}; load it with "
+                f"{_LOADERS.get(held, 'the config class the model was built with')}")
         raise CheckpointError(
             f"{path} has config entries {unknown} that {config_class.__name__} of genmodels "
             f"{__version__} does not know (it was written by genmodels "
@@ -785,7 +799,7 @@ def model_from_checkpoint(
 
 _LOADERS = {  # model class -> the function that loads it, for error messages
     "VAE": "genmodels.vae.load_vae",
-    "UNet": "genmodels.unet.load_unet",
+    "UNet": "genmodels.diffusion.load_ddpm",
     "MNISTClassifier": "genmodels.features.load_classifier",
     "Generator": "genmodels.wgan.load_generator",
     "ConvGenerator": "genmodels.wgan.load_generator",

@@ -70,12 +70,36 @@ class SelfAttention(nn.Module):
         return x + attended.transpose(1, 2).reshape(b, c, h, w)
 
 
+def _check_config(config: UNetConfig) -> None:
+    """Refuse a config the network cannot be built from or run with, naming the field to change:
+    otherwise the mistake surfaces in forward as a shape error from deep inside torch."""
+    c, mults, g = config.channels, tuple(config.channel_mults), config.groups
+    problems = []
+    if c < 2 or c % 2:
+        problems.append(f"channels = {c} must be even and at least 2 (the time embedding is "
+                        "[cos, sin] of channels / 2 frequencies)")
+    if not 1 <= len(mults) <= 3 or any(m < 1 for m in mults):
+        problems.append(f"channel_mults = {mults} needs one positive entry per resolution, at most three "
+                        "(28, 14 and 7 pixels: 7 cannot be halved again)")
+    widths = [c * m for m in mults if m >= 1]
+    if g < 1 or any(w % g for w in [c, *widths]):
+        problems.append(f"groups = {g} must divide every width ({', '.join(map(str, [c, *widths]))}): "
+                        "group normalization splits the channels into equal groups")
+    if config.blocks_per_level < 1:
+        problems.append(f"blocks_per_level = {config.blocks_per_level} must be at least 1")
+    if not 0 <= config.dropout < 1:
+        problems.append(f"dropout = {config.dropout} must lie in [0, 1)")
+    if problems:
+        raise ValueError("UNetConfig: " + "; ".join(problems))
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t): images (B, 1, 28, 28) and timesteps (B,) -> predicted noise (B, 1, 28, 28)."""
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
         self.config = config = config or UNetConfig()
+        _check_config(config)
         c, g, p = config.channels, config.groups, config.dropout
         embedding_dim = 4 * c
         self.embed = nn.Sequential(
@@ -115,6 +139,10 @@ class UNet(nn.Module):
         self.head = nn.Sequential(nn.GroupNorm(g, width), nn.SiLU(), nn.Conv2d(width, 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.dtype == torch.bool:
+            got = f"dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"t must be a tensor of integer timesteps, one per image, got {got}: for one "
+                             "timestep for all, pass torch.full((len(x),), t)")
         if x.shape[1:] != (1, 28, 28) or t.shape != (x.shape[0],):
             raise ValueError(f"expected x of shape (B, 1, 28, 28) and t of shape (B,), got {tuple(x.shape)} "
                              f"and {tuple(t.shape)}")
@@ -148,7 +176,25 @@ class UNet(nn.Module):
         return self.head(h)
 
 
-def load_unet(path, map_location: str | torch.device | None = "cpu") -> tuple[UNet, dict]:
+def load_unet(
+    path, map_location: str | torch.device | None = "cpu", raw: bool = False
+) -> tuple[UNet, dict]:
     """A U-Net built from the config stored in a checkpoint, with its weights, in eval mode on
-    ``map_location``: (model, checkpoint)."""
-    return load_model(path, UNet, UNetConfig, map_location)
+    ``map_location``: (model, checkpoint).
+
+    The samplers take an epsilon-network on the noise schedule they are given. A checkpoint whose
+    record says its network predicts something else (v), or was trained on another schedule than Ho
+    et al.'s, is refused unless ``raw``: load it with :func:`genmodels.diffusion.load_ddpm`, which
+    returns it as an epsilon-network with its own schedule."""
+    model, checkpoint = load_model(path, UNet, UNetConfig, map_location)
+    record = (checkpoint.get("extra") or {}).get("record") or {}
+    prediction = record.get("prediction", "eps")
+    schedule = record.get("noise_schedule", {"kind": "linear", "T": 1000})
+    if not raw and (prediction != "eps" or (schedule.get("kind"), schedule.get("T")) != ("linear", 1000)):
+        raise ValueError(
+            f"{path}: its network predicts {prediction!r} on the noise schedule {schedule}, not the noise "
+            "eps on Ho et al.'s linear schedule that a sampler given NoiseSchedule() would assume (its "
+            "samples would be far outside [-1, 1], without an error): load it with "
+            "genmodels.diffusion.load_ddpm, which returns it as an epsilon-network with its schedule, or "
+            "pass raw=True for the bare network")
+    return model, checkpoint

@@ -81,6 +81,17 @@ class Generator(nn.Module):
         return self(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
 
 
+def _check_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Refuse images far outside [0, 1], the range of the generator's sigmoid (pixels 0..255 or data
+    in [-1, 1] would be scored without complaint); interpolates and real data pass."""
+    low, high = torch.aminmax(x.detach())
+    if low < -0.5 or high > 1.5:
+        raise ValueError(f"the image critic expects pixels in [0, 1], as the generator makes them, "
+                         f"got values in [{low.item():.3g}, {high.item():.3g}]: scale pixels 0..255 "
+                         "by x.float() / 255, and data in [-1, 1] by (x + 1) / 2")
+    return x
+
+
 class Critic(nn.Module):
     """f_w: x (B, data_dim) -> a real number per example (B,). No batch normalization: the
     gradient penalty constrains the gradient of f at single points, which batch statistics would
@@ -94,12 +105,8 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_batch("x", x, self.config.data_dim, self)
-        if self.config.image_output:  # pixels in [0, 1], the range of the generator's sigmoid
-            low, high = torch.aminmax(x)
-            if low < -0.5 or high > 1.5:
-                raise ValueError(f"the image critic expects pixels in [0, 1], as the generator makes them, "
-                                 f"got values in [{low.item():.3g}, {high.item():.3g}]: scale pixels 0..255 "
-                                 "by x.float() / 255, and data in [-1, 1] by (x + 1) / 2")
+        if self.config.image_output:
+            _check_pixels(x)
         return self.net(x).squeeze(-1)  # (B, D) -> (B,)
 
 
@@ -152,7 +159,7 @@ class ConvCritic(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_batch("x", x, 784, self)
+        x = _check_pixels(_check_batch("x", x, 784, self))
         return self.net(x.reshape(len(x), 1, 28, 28)).squeeze(-1)  # (B, 784) -> (B,)
 
 
@@ -181,6 +188,9 @@ def generator_loss(f_fake: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def clip_weights_(critic: nn.Module, c: float) -> None:
     """w <- clip(w, -c, c) for every parameter of the critic, in place (after the optimizer step)."""
+    if not 0 < c < math.inf:  # also refuses NaN
+        raise ValueError(f"c must be a positive number, got {c}: the box [-c, c] bounds every weight "
+                         "(Arjovsky et al. use c = 0.01)")
     for parameter in critic.parameters():
         parameter.clamp_(-c, c)
 

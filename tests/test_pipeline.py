@@ -158,6 +158,37 @@ def test_execute_notebook_passes_its_environment_and_writes_the_copy_only_when_i
 
 
 @pytest.mark.slow
+def test_the_runner_answers_no_widget_during_a_cell(repo, monkeypatch):
+    """nbclient answers an Output widget's messages itself, on the shell channel where it awaits the
+    cell's reply, which now and then hides the reply until the time limit (genmodels._runner). The
+    runner switches that stand-in off: a cell with ipywidgets.interactive makes none, where plain
+    papermill makes one, and what the widget's function prints lands in the cell's own outputs."""
+    import papermill
+    from nbclient import output_widget
+
+    from genmodels import _runner
+
+    made = []
+    original = output_widget.OutputWidget.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(args[0])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(output_widget.OutputWidget, "__init__", counting)
+    write_notebook(repo, "01_a", "import ipywidgets\n"
+                                 "ipywidgets.interactive(lambda z=1.0: print('value', z), z=(0.0, 2.0))")
+    source, target = repo / "notebooks/01_a.ipynb", repo / "out.ipynb"
+    papermill.execute_notebook(str(source), str(target), parameters={"profile": "smoke"}, progress_bar=False)
+    assert len(made) == 1  # plain papermill: one stand-in, for the interactive's Output widget
+    _runner.execute(str(source), str(target), "smoke", str(repo / "notebooks"), 120)
+    assert len(made) == 1  # the runner: none
+    outputs = nbformat.read(target, as_version=4).cells[-1].outputs
+    assert [output.get("text") for output in outputs if output["output_type"] == "stream"] == ["value 1.0\n"]
+    assert any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
+
+
+@pytest.mark.slow
 def test_notebooks_keep_freed_memory_unless_the_environment_says_otherwise(repo, monkeypatch):
     """The allocator setting of benchmarks/allocator.py reaches the notebook's process; a value the
     user exported wins."""
@@ -223,12 +254,12 @@ def test_a_terminated_run_stops_its_notebook_and_sets_aside_what_it_wrote(repo, 
         from genmodels import pipeline
 
         # a notebook that starts writing its copy (argv[2]), then runs for a long time
-        pipeline._RUNNER = (
+        pipeline._CHILD = ("-c", (
             "import os, sys, time\\n"
             "open(sys.argv[2], 'w').write('partial')\\n"
             "open(os.path.join(sys.argv[4], '..', 'notebook.pid'), 'w').write(str(os.getpid()))\\n"
             "time.sleep(120)\\n"
-        )
+        ))
         steps = (pipeline.Step("01_a", writes=("checkpoints/a.txt",)),)
         pipeline.run_pipeline(Path(sys.argv[1]), "cpu", steps=steps, timeout=300, log=print)
     """))

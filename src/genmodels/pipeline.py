@@ -175,13 +175,10 @@ def plan(
     return stale
 
 
-_RUNNER = """
-import resource, sys, papermill
-source, target, profile, cwd, timeout = sys.argv[1:6]
-papermill.execute_notebook(source, target, parameters={"profile": profile}, cwd=cwd,
-                           progress_bar=False, execution_timeout=int(timeout))
-print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
+# How the child process that runs one notebook is started: genmodels._runner, papermill with
+# nbclient's Output-widget stand-in switched off (a reply it could hide made cells wait out their
+# time limit); its arguments follow.
+_CHILD = ("-m", "genmodels._runner")
 
 
 def _execute(root: Path, step: Step, profile: str, timeout: int, require_glue: bool) -> dict:
@@ -240,7 +237,7 @@ def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, tim
     name = name or source.stem
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.stem}.tmp.ipynb")
-    command = [sys.executable, "-c", _RUNNER, str(source), str(temporary), profile, str(cwd), str(timeout)]
+    command = [sys.executable, *_CHILD, str(source), str(temporary), profile, str(cwd), str(timeout)]
 
     def set_aside() -> str:
         """Move what the unfinished run wrote out of the published folder; say where it went."""

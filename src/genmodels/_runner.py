@@ -1,0 +1,47 @@
+"""The child process in which :mod:`genmodels.pipeline` runs one notebook: papermill, with nbclient's
+stand-in for Output widgets switched off.
+
+``ipywidgets.interactive`` holds an Output widget. nbclient answers such a widget's messages itself,
+on the shell channel, while it is waiting on that same channel for the cell's reply, and now and then
+the reply is not seen until the cell's time limit has passed (jupyter/nbclient#312): measured on two
+cores, 1 of 80 runs of a notebook with one interactive cell waited out its 20 s limit, and one dry run
+of the VAE notebook its 600 s. Without the stand-in nothing is sent to the kernel during a cell, and
+what a widget's function prints or draws when its cell runs lands in the cell's own outputs instead of
+the widget's saved state (the book's widget cells hide their outputs and show a static figure beside).
+
+Usage: python -m genmodels._runner SOURCE TARGET PROFILE CWD TIMEOUT
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import papermill
+from papermill import engines
+from papermill.clientwrap import PapermillNotebookClient
+
+
+class NotebookClient(PapermillNotebookClient):
+    """papermill's notebook client without nbclient's Output-widget stand-in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.widget_registry = {}  # nbclient fills it in __init__; empty, no widget is answered
+
+
+def execute(source: str, target: str, profile: str, cwd: str, timeout: int) -> None:
+    """papermill.execute_notebook with the ``profile`` parameter and a time limit per cell, through
+    :class:`NotebookClient` (the class papermill's nbclient engine builds is swapped for the call)."""
+    built = engines.PapermillNotebookClient
+    engines.PapermillNotebookClient = NotebookClient
+    try:
+        papermill.execute_notebook(source, target, parameters={"profile": profile}, cwd=cwd,
+                                   progress_bar=False, execution_timeout=int(timeout))
+    finally:
+        engines.PapermillNotebookClient = built
+
+
+if __name__ == "__main__":
+    execute(*sys.argv[1:6])
+    print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)

@@ -341,3 +341,48 @@ def test_devices_configs_and_loader_arguments_get_clear_errors(monkeypatch, tmp_
         load_model(path, VAE, UNetConfig)
     with pytest.raises(TypeError, match="config_class must be the config dataclass itself"):
         load_model(path, VAE, VAEConfig())
+
+
+def test_common_first_attempts_get_errors_that_say_what_to_pass():
+    from genmodels.diffusion import ancestral_sample, ddim_sample
+    from genmodels.features import ClassifierConfig, MNISTClassifier, extract_features
+    from genmodels.metrics import to_uint8
+    from genmodels.plotting import image_grid
+    from genmodels.train import seed_everything
+    from genmodels.vae import binarize
+
+    mnist_like = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"dtype torch.uint8.*x.float\(\) / 127.5 - 1"):
+        q_sample(schedule, mnist_like, torch.full((4,), 3))
+    with pytest.raises(ValueError, match=r"dtype torch.uint8.*x.float\(\) / 255"):
+        binarize(mnist_like)
+    for empty in (lambda: to_uint8(torch.zeros(0, 28, 28)), lambda: binarize(torch.zeros(0, 784)),
+                  lambda: image_grid(torch.zeros(0, 1, 28, 28))):
+        with pytest.raises(ValueError, match="no images"):
+            empty()
+    classifier = MNISTClassifier(ClassifierConfig(channels=(4, 8), feature_dim=8))
+    as_numpy = extract_features(classifier, mnist_like.numpy())
+    np.testing.assert_allclose(as_numpy, extract_features(classifier, mnist_like))
+    for bad in (-1, 1.5, "42", 2**32, True):
+        with pytest.raises(ValueError, match="seed must be a whole number in 0..2\\*\\*32 - 1"):
+            seed_everything(bad)
+    seed_everything(np.int64(3))
+    first = torch.rand(1)
+    seed_everything(torch.tensor(3))
+    assert torch.equal(torch.rand(1), first)
+
+    class Seen(Exception):
+        pass
+
+    class OnMeta(torch.nn.Module):  # a network somewhere else than the CPU: its input is drawn there
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+        def forward(self, x, t):
+            raise Seen(x.device.type, t.device.type)
+
+    with pytest.raises(Seen) as seen:
+        ddim_sample(OnMeta(), schedule, (2, 3), steps=2)
+    assert seen.value.args == ("meta", "meta")
+    assert ancestral_sample(says_zero, schedule, (2, 3))[0].device.type == "cpu"  # a function: the CPU

@@ -147,6 +147,15 @@ def _predict(model: EpsModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _device_of(model: EpsModel, device: torch.device | str | None) -> torch.device | str:
+    """Where a sampler draws its noise: ``device`` if given, else where the model's weights are (a
+    network on a GPU samples there without being told), else the CPU."""
+    if device is not None:
+        return device
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return parameter.device if parameter is not None else "cpu"
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -157,6 +166,9 @@ def q_sample(
 ) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw from q(x_t | x_0) (Eq. 4)."""
     _check_timesteps(schedule, t, x0)
+    if not x0.dtype.is_floating_point:
+        raise ValueError(f"x0 has dtype {x0.dtype}: diffusion works on float images in [-1, 1]; for "
+                         "uint8 pixels pass x.float() / 127.5 - 1")
     if noise is None:
         noise = torch.randn_like(x0)
     return (
@@ -246,13 +258,14 @@ def ancestral_sample(
     schedule: NoiseSchedule,
     shape: tuple[int, ...],
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     trajectory_every: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Algorithm 2: x_T ~ N(0, I); for t = T..1: x_{t-1} = mu_theta(x_t, t) + sigma_t z, z = 0 at t = 1.
 
     Returns x_0 and, if ``trajectory_every`` > 0, the states x_t every that many steps.
     """
+    device = _device_of(model, device)
     x = torch.randn(shape, generator=generator, device=device)
     trajectory = [x.cpu()] if trajectory_every else []
     for step in range(schedule.T, 0, -1):
@@ -287,7 +300,7 @@ def ddim_sample(
     steps: int,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12) on a subsequence of ``steps`` timesteps; eta = 0 is deterministic:
 
@@ -296,6 +309,7 @@ def ddim_sample(
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: the forward posterior's noise, "
                          f"Algorithm 2 with sigma_t^2 = beta_tilde_t), got {eta}")
+    device = _device_of(model, device)
     x = torch.randn(shape, generator=generator, device=device)
     times = ddim_timesteps(schedule.T, steps)
     for current, following in zip(times, [*times[1:], 0], strict=True):
@@ -350,7 +364,7 @@ def dpm_solver_2m_sample(
     steps: int | None = None,
     timesteps: list[int] | None = None,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     clip_x0: bool = False,
     stochastic: bool = False,
 ) -> torch.Tensor:
@@ -388,6 +402,7 @@ def dpm_solver_2m_sample(
             or sorted(set(times), reverse=True) != times):
         raise ValueError(f"timesteps must decrease strictly within 1..T = 1..{schedule.T}, got {times}")
     alpha_bar = schedule.alpha_bar.double()
+    device = _device_of(model, device)
     x = torch.randn(shape, generator=generator, device=device)
     previous_x0, previous_h = None, None
     for current, following in zip(times, [*times[1:], 0], strict=True):

@@ -86,6 +86,7 @@ def load_classifier(
 @torch.no_grad()
 def extract_features(network: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
     """Features of ``images`` from ``network`` (put in eval mode), in float64: (N, feature_dim)."""
+    images = to_uint8(images)  # a tensor or numpy array, uint8 or floats in [0, 1]; refuses an empty one
     network.eval()
     chunks = [network.features(batch).double().cpu() for batch in images.split(batch_size)]
     return torch.cat(chunks).numpy()

@@ -35,6 +35,12 @@ def _check_features(name: str, features: np.ndarray | torch.Tensor) -> np.ndarra
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images as stored: uint8 in 0..255. Floats must lie in [0, 1] and are rounded, x -> round(255 x)."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a tensor or numpy array, got {type(images).__name__}")
+    if images.numel() == 0:
+        raise ValueError(f"no images: got an empty batch of shape {tuple(images.shape)}")
     if images.dtype == torch.uint8:
         return images
     if not torch.is_floating_point(images):

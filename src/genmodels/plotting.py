@@ -21,6 +21,8 @@ __all__ = ["animation_html", "density_and_score", "glue", "graphical_model", "im
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
     """Tile images (B, 1, H, W) or (B, H, W), uint8 or with values in [0, 1], into one (H', W') array."""
     images = torch.as_tensor(images).detach().cpu()
+    if images.numel() == 0:
+        raise ValueError(f"no images to tile: got an empty batch of shape {tuple(images.shape)}")
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     if images.ndim == 3:
         images = images[:, None]  # (B, H, W) -> (B, 1, H, W)

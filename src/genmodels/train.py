@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import os
 import pickle
 import platform
@@ -88,6 +89,11 @@ class StaleRunError(CheckpointError):
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and every CUDA device) random number generators."""
+    if isinstance(seed, torch.Tensor) and seed.numel() == 1:
+        seed = seed.item()
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be a whole number in 0..2**32 - 1 (NumPy's range), got {seed!r}")
+    seed = int(seed)  # a numpy integer too
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS devices

@@ -133,8 +133,14 @@ class VAE(nn.Module):
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarization: each pixel x_d in [0, 1] becomes a draw b_d ~ Bernoulli(x_d)."""
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"binarize needs pixel values in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
+    if x.numel() == 0:
+        raise ValueError(f"no images: got an empty batch of shape {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"binarize needs float pixel values in [0, 1], got dtype {x.dtype}: for uint8 "
+                         "pixels pass x.float() / 255")
+    if x.isnan().any() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"binarize needs pixel values in [0, 1] without NaN, got [{x.min():.3g}, "
+                         f"{x.max():.3g}]{' and NaN' if x.isnan().any() else ''}")
     return torch.bernoulli(x, generator=generator)
 
 

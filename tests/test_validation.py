@@ -149,9 +149,9 @@ def test_vae_rejects_other_dtypes_and_empty_batches(vae):
 
 def test_iwae_bound_needs_at_least_one_sample(vae):
     x = (torch.rand(3, 784) > 0.5).float()
-    with pytest.raises(ValueError, match="k must be at least 1.*got 0"):
+    with pytest.raises(ValueError, match="k must be a whole number, at least 1.*got 0"):
         iwae_bound(vae, x, k=0)
-    with pytest.raises(ValueError, match="chunk must be at least 1.*got 0"):
+    with pytest.raises(ValueError, match="chunk must be a whole number, at least 1.*got 0"):
         iwae_bound(vae, x, k=5, chunk=0)
 
 
@@ -386,3 +386,21 @@ def test_common_first_attempts_get_errors_that_say_what_to_pass():
         ddim_sample(OnMeta(), schedule, (2, 3), steps=2)
     assert seen.value.args == ("meta", "meta")
     assert ancestral_sample(says_zero, schedule, (2, 3))[0].device.type == "cpu"  # a function: the CPU
+
+
+def test_metric_bound_and_penalty_arguments_are_checked():
+    from genmodels.metrics import FeatureStatistics
+    from genmodels.vae import importance_weighted_bound
+
+    statistics = FeatureStatistics(2).update(np.random.default_rng(0).standard_normal((10, 2)))
+    with pytest.raises(ValueError, match=r"pass a.mean, a.covariance, b.mean, b.covariance"):
+        frechet_distance(statistics, statistics, statistics, statistics)
+    with pytest.raises(ValueError, match=r"K >= 1 samples per example first, got \(0, 3\)"):
+        importance_weighted_bound(torch.zeros(0, 3))
+    vae = VAE(VAEConfig(hidden_dims=(8,), latent_dim=2))
+    for k in (2.5, True):
+        with pytest.raises(ValueError, match="k must be a whole number, at least 1"):
+            iwae_bound(vae, torch.ones(2, 784), k=k)
+    critic = Critic(WGANConfig(data_dim=2, latent_dim=2, hidden_dims=(4,), image_output=False))
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"gradients enabled, not inside torch.no_grad"):
+        gradient_penalty(critic, torch.zeros(3, 2), torch.ones(3, 2))

@@ -132,8 +132,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     matrix square root is taken through the symmetric matrix Sigma1^1/2 Sigma2 Sigma1^1/2, whose
     eigenvalues are those of Sigma1 Sigma2, so no complex square roots arise.
     """
+    if any(isinstance(value, FeatureStatistics) for value in (mu1, sigma1, mu2, sigma2)):
+        raise ValueError("frechet_distance takes means and covariances: pass a.mean, a.covariance, "
+                         "b.mean, b.covariance of two FeatureStatistics a and b")
     mu1, mu2 = (np.asarray(m, dtype=np.float64) for m in (mu1, mu2))
     sigma1, sigma2 = (np.asarray(s, dtype=np.float64) for s in (sigma1, sigma2))
+    if mu1.ndim != 1:
+        raise ValueError(f"mu1 must be a mean vector (d,), got shape {mu1.shape}")
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
         raise ValueError(

@@ -11,6 +11,7 @@ Images are (B, 1, 28, 28) or (B, 784) with binary pixels; the decoder returns lo
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -189,6 +190,9 @@ def importance_weighted_bound(log_weights: torch.Tensor) -> torch.Tensor:
     With K = 1 this is the ELBO's one-sample estimate; its expectation rises with K to log p(x)
     (Burda et al. 2016, Theorem 1).
     """
+    if log_weights.ndim == 0 or log_weights.shape[0] == 0:
+        raise ValueError(f"log_weights must have shape (K, B) with K >= 1 samples per example first, got "
+                         f"{tuple(log_weights.shape)}")
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
@@ -199,9 +203,9 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> torch.T
     The k samples are drawn ``chunk`` at a time, so memory stays at chunk x B decoder outputs.
     """
     for name, value in (("k", k), ("chunk", chunk)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}: k counts the samples of q(z | x) "
-                             "(k = 1 gives the ELBO), chunk how many are drawn at a time")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a whole number, at least 1, got {value!r}: k counts the "
+                             "samples of q(z | x) (k = 1 gives the ELBO), chunk how many are drawn at a time")
     x = model.flatten(x)
     mu, log_sigma = model.encoder(x)
     log_weights = []

@@ -206,6 +206,10 @@ def gradient_penalty(
     if real.shape != fake.shape:
         raise ValueError(f"real and fake batches must have the same shape, got {tuple(real.shape)} "
                          f"and {tuple(fake.shape)}")
+    if not torch.is_grad_enabled():
+        raise RuntimeError("gradient_penalty differentiates the critic at the interpolates and trains it "
+                           "through that gradient: call it with gradients enabled, not inside "
+                           "torch.no_grad() or torch.inference_mode()")
     if eps is None:
         eps = torch.rand(len(real), device=real.device)
     eps = eps.reshape(-1, *([1] * (real.ndim - 1)))  # one eps per example, broadcast over features

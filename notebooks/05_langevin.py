@@ -212,7 +212,7 @@ glue("langevin_mala_eta_01", f"{bias[3]['mala']:.3f}")
 # number of steps, with the target's 2-standard-deviation ellipse.
 
 
-# %%
+# %% tags=["remove-output"]
 def compare_chains(eta: float = 0.1, steps: int = 200) -> None:
     """Draw both chains' particles after ``steps`` steps of size ``eta`` over the
     target's ellipse."""

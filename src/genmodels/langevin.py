@@ -89,7 +89,8 @@ def langevin_sample(
         if trajectory_every and k % trajectory_every == 0:
             trajectory.append(x.clone())
     if not torch.isfinite(x).all():
-        warnings.warn(f"the chain diverged: {int((~torch.isfinite(x)).any(dim=-1).sum())} of {len(x)} "
+        lost = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).sum())  # particles, whatever their shape
+        warnings.warn(f"the chain diverged: {lost} of {len(x)} "
                       f"particles are NaN or infinite after {n_steps} steps of size {step_size}. On a "
                       "Gaussian the chain is stable only while step_size < 2 / (the largest eigenvalue "
                       "of the precision): take a smaller step", RuntimeWarning, stacklevel=2)

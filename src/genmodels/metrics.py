@@ -175,8 +175,9 @@ def kernel_inception_distance(
 
     The std is the spread of the estimate over the subsets. Where both sets hold no more than
     ``subset_size`` samples every subset is the whole of both, so there is no spread to measure and
-    the std is NaN (pass a smaller ``subset_size`` to measure one); where only one set is that small,
-    its subsets are all the same and the std understates the estimate's uncertainty."""
+    the std is NaN (pass a smaller ``subset_size`` to measure one), unless ``subsets`` is 1: one
+    estimate, std 0. Where only one set is that small, its subsets are all the same and the std
+    understates the estimate's uncertainty."""
     if subsets < 1:
         raise ValueError(f"subsets must be at least 1, got {subsets}: KID averages MMD^2 over that many "
                          "random subsets (100 is usual)")

@@ -783,8 +783,7 @@ def model_from_checkpoint(
     if unknown:
         from genmodels import __version__
 
-        written_by = checkpoint["provenance"].get("genmodels_version", "?")
-        if written_by == __version__:  # the same version wrote it: the config class is the wrong one
+        if len(unknown) > len(stored) / 2:  # most entries unknown: another model's config class
             raise CheckpointError(
                 f"{path} holds a {held} whose config has entries {unknown} that {config_class.__name__} "
                 f"does not know: {config_class.__name__} is not the config of a {held}; load it with "

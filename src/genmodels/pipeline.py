@@ -340,6 +340,7 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
         _refuse_protected(path)  # before anything runs, not after an hour of it
     manifest = _read_manifest(manifest_path)
     entries = manifest.setdefault("notebooks", {})
+    published = dict(entries)  # what each notebook's copy came from, before --force forgets it
     for name in force or []:
         entries.pop(name, None)
     todo = [step for step in plan(root, profile, steps, entries) if not only or step.notebook in only]
@@ -353,6 +354,12 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     ran = []
     for step in todo:
         log(f"{step.notebook}: running in the {profile} profile ...")
+        earlier = published.get(step.notebook, {})
+        if profile != "smoke" and earlier.get("key", {}).get("profile") not in (None, profile):
+            log(f"{step.notebook}: its published copy is a {earlier['key']['profile']} run "
+                f"({earlier.get('hardware', 'hardware not recorded')}); this {profile} run replaces it "
+                "and the files it writes (git checkout -- book/notebooks checkpoints results restores "
+                "them)")
         key = notebook_key(root, step, profile)  # what runs: an edit made meanwhile leaves it stale
         result = _execute(root, step, profile, timeout or TIMEOUTS[profile], step.notebook in glued)
         entries[step.notebook] = {

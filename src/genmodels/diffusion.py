@@ -19,7 +19,7 @@ import torch
 
 from genmodels.data import GaussianMixture
 from genmodels.distributions import mean_flat, normal_kl, normal_log_prob, sum_flat
-from genmodels.unet import load_unet
+from genmodels.unet import load_unet, recorded_parameterization
 
 __all__ = [
     "NoiseSchedule",
@@ -138,12 +138,17 @@ def _check_timesteps(schedule: NoiseSchedule, t: torch.Tensor, x: torch.Tensor) 
 def _predict(model: EpsModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """model(x, t), refusing an output not shaped like x: one of shape (B, 1, 1, 1) or (1, ...)
     would broadcast through every formula below and give numbers without an error."""
-    out = model(x, t)
+    return _shaped_like(x, model(x, t), "the model", "x_t",
+                        "its prediction (of the noise, or of v) for every element of x_t")
+
+
+def _shaped_like(x: torch.Tensor, out: torch.Tensor, who: str, of: str, what: str) -> torch.Tensor:
+    """``out``, after refusing one that is not a tensor shaped like ``x`` (``who`` returned it for the
+    input called ``of``; ``what`` it must return)."""
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model returned {got} for x_t of shape {tuple(x.shape)}: it must return "
-                         "its prediction (of the noise, or of v) for every element of x_t, shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"{who} returned {got} for {of} of shape {tuple(x.shape)}: it must return {what}, "
+                         f"shape {tuple(x.shape)}")
     return out
 
 
@@ -437,7 +442,7 @@ def dpm_solver_2m_sample(
 
 def snr(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
     """The signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) of x_t, per timestep (B,)."""
-    _check_timesteps(schedule, t, t)
+    _check_timesteps(schedule, t, t)  # t itself stands for the batch it must match
     alpha_bar = schedule.alpha_bar.double()[t.cpu()]  # float64 on the CPU (Apple's MPS has none)
     return (alpha_bar / (1 - alpha_bar)).float().to(t.device)
 
@@ -503,9 +508,7 @@ def load_ddpm(
     :class:`EpsilonFromV`) and its schedule (``noise_schedule``); a record without them is Ho et
     al.'s: epsilon-prediction on the linear schedule with T = 1000."""
     network, checkpoint = load_unet(path, map_location=map_location, raw=True)
-    record = checkpoint.get("extra", {}).get("record", {})
-    prediction = record.get("prediction", "eps")
-    noise_schedule = record.get("noise_schedule", {"kind": "linear", "T": 1000})
+    prediction, noise_schedule = recorded_parameterization(checkpoint)
     if prediction not in ("eps", "v"):
         raise ValueError(f"{path}: its record says the network predicts {prediction!r}; this version of "
                          "genmodels knows 'eps' and 'v' (upgrade genmodels)")
@@ -539,12 +542,13 @@ def vlb_terms(
     t >= 2: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t));
     summing over t = 1..T and adding :func:`prior_term` L_T gives the bound on -log p(x_0) (Eq. 5).
     """
-    _check_choice("decoder", decoder, ("discretized", "gaussian"))
-    _check_choice("variance", variance, ("beta", "beta_tilde"))
-    if decoder == "discretized" and (x0.min() < -1 - 1e-6 or x0.max() > 1 + 1e-6):
-        raise ValueError(f"the discretized decoder takes images on 256 levels in [-1, 1], got values in "
-                         f"[{x0.min().item():.3g}, {x0.max().item():.3g}]: map pixels in [0, 1] with "
-                         "x * 2 - 1, and uint8 pixels with x / 127.5 - 1")
+    _check_choice("decoder", decoder, ("discretized", "gaussian"))  # variance: p_mean_variance checks it
+    if decoder == "discretized":
+        low, high = torch.aminmax(x0)
+        if low < -1 - 1e-6 or high > 1 + 1e-6:
+            raise ValueError(f"the discretized decoder takes images on 256 levels in [-1, 1], got values in "
+                             f"[{low.item():.3g}, {high.item():.3g}]: map pixels in [0, 1] with x * 2 - 1, "
+                             "and uint8 pixels with x / 127.5 - 1")
     xt = q_sample(schedule, x0, t)
     true_mean, _, true_log_variance = q_posterior(schedule, x0, xt, t)
     mean, _, log_variance = p_mean_variance(model, schedule, xt, t, variance=variance)

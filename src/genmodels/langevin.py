@@ -22,7 +22,7 @@ from itertools import pairwise
 
 import torch
 
-from genmodels.diffusion import EpsModel, NoiseSchedule, _check_timesteps, extract
+from genmodels.diffusion import EpsModel, NoiseSchedule, _check_timesteps, _shaped_like, extract
 from genmodels.distributions import sum_flat
 
 __all__ = [
@@ -187,11 +187,7 @@ def dsm_loss(
     x_tilde = x + sigma * noise  # a draw from q_sigma(x~ | x) = N(x, sigma^2 I)
     # Vincent (2011): grad log q_sigma(x~ | x) = -(x~ - x) / sigma^2 = -z / sigma is the regression target
     # sigma^2 / 2 || s(x~) + z / sigma ||^2
-    score = score_model(x_tilde)
-    if not isinstance(score, torch.Tensor) or score.shape != x.shape:
-        got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
-        raise ValueError(f"score_model returned {got} for x of shape {tuple(x.shape)}: it must return "
-                         f"one gradient per element of x, shape {tuple(x.shape)}")
+    score = _shaped_like(x, score_model(x_tilde), "score_model", "x", "one gradient per element of x")
     return sigma**2 / 2 * sum_flat((score + noise / sigma) ** 2)
 
 

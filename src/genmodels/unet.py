@@ -176,6 +176,13 @@ class UNet(nn.Module):
         return self.head(h)
 
 
+def recorded_parameterization(checkpoint: dict) -> tuple[str, dict]:
+    """What a diffusion checkpoint's network predicts and on which noise schedule, as its record says:
+    (prediction, noise_schedule); a record without them is Ho et al.'s, ("eps", linear with T = 1000)."""
+    record = (checkpoint.get("extra") or {}).get("record") or {}
+    return record.get("prediction", "eps"), record.get("noise_schedule", {"kind": "linear", "T": 1000})
+
+
 def load_unet(
     path, map_location: str | torch.device | None = "cpu", raw: bool = False
 ) -> tuple[UNet, dict]:
@@ -187,9 +194,7 @@ def load_unet(
     et al.'s, is refused unless ``raw``: load it with :func:`genmodels.diffusion.load_ddpm`, which
     returns it as an epsilon-network with its own schedule."""
     model, checkpoint = load_model(path, UNet, UNetConfig, map_location)
-    record = (checkpoint.get("extra") or {}).get("record") or {}
-    prediction = record.get("prediction", "eps")
-    schedule = record.get("noise_schedule", {"kind": "linear", "T": 1000})
+    prediction, schedule = recorded_parameterization(checkpoint)
     if not raw and (prediction != "eps" or (schedule.get("kind"), schedule.get("T")) != ("linear", 1000)):
         raise ValueError(
             f"{path}: its network predicts {prediction!r} on the noise schedule {schedule}, not the noise "

@@ -35,6 +35,7 @@ from genmodels.dryrun import is_profile_table
 from genmodels.train import (
     _refuse_protected,
     file_sha256,
+    finish_interrupted_writes,
     hardware,
     json_text,
     resolve_profile,
@@ -120,6 +121,7 @@ def _executed_dir(root: Path, profile: str) -> Path:
 
 
 def _read_manifest(path: Path) -> dict:
+    finish_interrupted_writes(path.parent)  # a refresh killed between the copy and the manifest
     if not path.exists():
         return {}
     fix = f"restore it with `git checkout -- {path}`, or move it aside to re-run every notebook"

@@ -20,6 +20,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -41,6 +42,7 @@ __all__ = [
     "TrainingRun",
     "file_sha256",
     "files_changed",
+    "finish_interrupted_writes",
     "fingerprint",
     "git_commit",
     "hardware",
@@ -324,16 +326,81 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     return Path(name)
 
 
+JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}.json: the renames a write_together has yet to do
+
+
+def _backup_of(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.previous")
+
+
+def _write_journals(staged: list[tuple[Path, Path]]) -> list[Path]:
+    """Before the first rename of a set, note in each folder it touches what is to be renamed where,
+    so that if the process is killed between two renames, :func:`finish_interrupted_writes` can
+    complete the set (every temporary is already whole and on disk) instead of leaving it half old,
+    half new. Paths are relative to the folder, so a moved checkout still recovers."""
+    folders = sorted({final.parent.resolve() for _, final in staged})
+    journals = [folder / f"{JOURNAL}.{os.getpid()}.json" for folder in folders]
+    for journal in journals:
+        def relative(path: Path, folder=journal.parent) -> str:
+            return os.path.relpath(path.resolve(), folder)
+        note = {"renames": [[relative(temporary), relative(final), relative(_backup_of(final))]
+                            for temporary, final in staged],
+                "journals": [relative(other) for other in journals]}
+        temporary = _stage(journal, lambda f, note=note: f.write(json_text(note).encode()))
+        os.replace(temporary, journal)
+    return journals
+
+
+def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
+    """Complete any set of files that a killed process left half replaced in ``folder``.
+
+    :func:`write_together` renames its files one by one; a process killed between two renames (power
+    loss, SIGKILL, an out-of-memory kill) would leave, say, a new checkpoint beside its old checksum.
+    Its journal in ``folder`` says which temporaries were still to be renamed over which files: they
+    are renamed now, so the set is the new one throughout. Journals of processes still running are
+    left alone. Called before every write and every read of a published file; returns the files
+    completed.
+    """
+    folder = Path(folder)
+    completed: list[Path] = []
+    for journal in sorted(folder.glob(f"{JOURNAL}.*.json")):
+        pid = journal.name[len(JOURNAL) + 1:-len(".json")]
+        if not pid.isdigit() or _process_alive(int(pid)) or not journal.exists():
+            continue
+        try:
+            note = json.loads(journal.read_text())
+            renames, journals = note["renames"], note["journals"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"{journal} (what a killed write had yet to rename) is unreadable ({error}). Check the "
+                f"files in {folder} against `git status` and remove {journal.name}"
+            ) from error
+        for temporary, final, backup in renames:
+            if (folder / temporary).exists():
+                _refuse_protected(folder / final)
+                os.replace(folder / temporary, folder / final)
+                completed.append(Path(os.path.normpath(folder / final)))
+            (folder / backup).unlink(missing_ok=True)
+        for other in journals:
+            (folder / other).unlink(missing_ok=True)
+    if completed:
+        print(f"completed an interrupted write: {', '.join(map(str, completed))}", file=sys.stderr)
+    return completed
+
+
 def _replace_all(staged: list[tuple[Path, Path]]) -> None:
     """Rename each staged temporary over its destination, all or none: if a rename fails, the
-    destinations already replaced get their previous content back. No temporary is left behind."""
+    destinations already replaced get their previous content back. No temporary is left behind.
+    A set of several files is journaled first (:func:`_write_journals`): if the process is killed
+    between renames, the next read or write completes it."""
+    journals = _write_journals(staged) if len(staged) > 1 else []
     previous: list[tuple[Path, Path | None]] = []  # destination, and a second name for its old content
     succeeded = False
     try:
         for temporary, final in staged:
             backup = None
             if final.exists():
-                backup = final.with_name(f".{final.name}.{os.getpid()}.previous")
+                backup = _backup_of(final)
                 try:
                     os.link(final, backup)  # a second name, no copy
                 except OSError:  # a file system without hard links
@@ -342,6 +409,8 @@ def _replace_all(staged: list[tuple[Path, Path]]) -> None:
             os.replace(temporary, final)
         succeeded = True
     except BaseException:
+        for journal in journals:  # this process rolls back instead: no one must roll forward
+            journal.unlink(missing_ok=True)
         for final, backup in reversed(previous):
             if backup is None:
                 final.unlink(missing_ok=True)  # it did not exist before
@@ -356,6 +425,9 @@ def _replace_all(staged: list[tuple[Path, Path]]) -> None:
                 succeeded or (final.exists() and os.path.samefile(final, backup))
             ):
                 backup.unlink()
+        if succeeded:
+            for journal in journals:
+                journal.unlink(missing_ok=True)
 
 
 def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:
@@ -411,6 +483,8 @@ def json_text(obj: Any) -> str:
 def write_together(files: dict[Path, bytes]) -> None:
     """Write each file atomically, all of them or none: every one is staged under a temporary name
     (or refused, in a protected folder) before any is renamed into place (:func:`_replace_all`)."""
+    for folder in {path.parent for path in files}:
+        finish_interrupted_writes(folder)
     staged = []
     try:
         for path, data in files.items():
@@ -464,6 +538,7 @@ def verify_published(path: str | os.PathLike) -> None:
     :class:`ChecksumError` naming the file, both hashes and how to restore it.
     """
     path = Path(path)
+    finish_interrupted_writes(path.parent)
     expected = {}
     sums = read_sha256sums(path.parent / "SHA256SUMS")
     if path.name in sums:

@@ -404,3 +404,54 @@ def test_metric_bound_and_penalty_arguments_are_checked():
     critic = Critic(WGANConfig(data_dim=2, latent_dim=2, hidden_dims=(4,), image_output=False))
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"gradients enabled, not inside torch.no_grad"):
         gradient_penalty(critic, torch.zeros(3, 2), torch.ones(3, 2))
+
+
+def test_counts_schedules_and_single_levels_get_clear_errors():
+    from genmodels.diffusion import ancestral_sample, ddim_timesteps
+    from genmodels.langevin import annealed_langevin_sample, langevin_sample
+    from genmodels.wgan import ConvGenerator, DCGANConfig
+
+    for steps in (2.5, True, 0):
+        with pytest.raises(ValueError, match="steps must be a whole number, at least 1"):
+            ddim_timesteps(10, steps)
+    assert ddim_timesteps(10, np.int64(3)) == [10, 6, 1]  # numpy's integers are whole numbers too
+    for T in (1000.0, 1):
+        with pytest.raises(ValueError, match="T must be a whole number, at least 2"):
+            NoiseSchedule(T=T)
+    with pytest.raises(ValueError, match="cosine schedule has no beta_1 or beta_T.*kind='linear'"):
+        NoiseSchedule(T=10, kind="cosine", beta_T=0.05)
+    for every in (-1, 0.5):
+        with pytest.raises(ValueError, match="trajectory_every must be a whole number, at least 0"):
+            ancestral_sample(says_zero, schedule, (2, 3), trajectory_every=every)
+        with pytest.raises(ValueError, match="trajectory_every must be a whole number, at least 0"):
+            langevin_sample(torch.neg, torch.zeros(2, 2), 0.1, 3, trajectory_every=every)
+    with pytest.raises(ValueError, match="n_steps must be a whole number, at least 1, got 2.5"):
+        langevin_sample(torch.neg, torch.zeros(2, 2), 0.1, 2.5)
+    for single in (1.0, torch.tensor(1.0)):
+        with pytest.raises(ValueError, match=r"single number 1.0: pass .*\[sigma\]"):
+            annealed_langevin_sample(lambda x, i: -x, torch.zeros(2, 2), single, 0.1, 3)
+    generator = ConvGenerator(DCGANConfig(latent_dim=4, channels=4))
+    with pytest.raises(ValueError, match=r"one z in training mode.*generator.eval\(\)"):
+        generator.sample(1)
+    assert generator.eval().sample(1).shape == (1, 784)  # the running statistics: one sample is fine
+
+
+def test_the_density_picture_takes_a_float32_network():
+    from genmodels.plotting import density_and_score
+
+    class StandardNormal(torch.nn.Module):  # float32 weights, as every network here has
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return -0.5 * (x / self.scale).pow(2).sum(1)
+
+    class ItsScore(StandardNormal):
+        def forward(self, x):
+            return -x / self.scale**2
+
+    ax = density_and_score(StandardNormal(), score=ItsScore(), resolution=5, arrows=3)
+    shaded = ax.images[0].get_array()
+    assert shaded.shape == (5, 5) and shaded[2, 2] == pytest.approx(1.0)  # exp(0) at the origin
+    assert shaded[0, 0] == pytest.approx(math.exp(-9.0), rel=1e-6)  # exp(-(3^2 + 3^2) / 2) at a corner

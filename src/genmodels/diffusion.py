@@ -72,8 +72,11 @@ class NoiseSchedule:
         beta_1: float = 1e-4,
         beta_T: float = 0.02,
     ):
-        if T < 2:
-            raise ValueError(f"a diffusion needs T >= 2 steps, got {T}")
+        _check_whole("T", T, 2, "the number of noising steps (Ho et al. use T = 1000)")
+        if kind == "cosine" and (beta_1, beta_T) != (1e-4, 0.02):
+            raise ValueError(f"the cosine schedule has no beta_1 or beta_T to set (got {beta_1}, {beta_T}): "
+                             "its betas follow from alpha_bar_t = f(t) / f(0); leave them out, or use "
+                             "kind='linear'")
         if kind == "linear":  # Ho et al. (2020), Sec. 4
             for name, beta in (("beta_1", beta_1), ("beta_T", beta_T)):
                 if not 0 < beta < 1:  # so that alpha_bar_t is positive and falls with t
@@ -159,6 +162,12 @@ def _device_of(model: EpsModel, device: torch.device | str | None) -> torch.devi
         return device
     parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     return parameter.device if parameter is not None else "cpu"
+
+
+def _check_whole(name: str, value: int, least: int, meaning: str) -> None:
+    """Refuse a count that is not a whole number (a float, a bool) or is below ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be a whole number, at least {least}, got {value!r}: {meaning}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -270,6 +279,7 @@ def ancestral_sample(
 
     Returns x_0 and, if ``trajectory_every`` > 0, the states x_t every that many steps.
     """
+    _check_whole("trajectory_every", trajectory_every, 0, "0 records no trajectory, k every k-th state")
     device = _device_of(model, device)
     x = torch.randn(shape, generator=generator, device=device)
     trajectory = [x.cpu()] if trajectory_every else []
@@ -290,7 +300,8 @@ def ancestral_sample(
 def ddim_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` evenly spaced timesteps from T down to 1 (T and 1 included when steps >= 2; one step
     starts where sampling starts, at T, and jumps to x_0)."""
-    if not 1 <= steps <= T:
+    _check_whole("steps", steps, 1, f"DDIM takes between 1 and T = {T} steps")
+    if steps > T:
         raise ValueError(f"DDIM needs between 1 and T = {T} steps, got {steps}")
     if steps == 1:
         return [T]

@@ -22,7 +22,7 @@ from itertools import pairwise
 
 import torch
 
-from genmodels.diffusion import EpsModel, NoiseSchedule, _check_timesteps, _shaped_like, extract
+from genmodels.diffusion import EpsModel, NoiseSchedule, _check_timesteps, _check_whole, _shaped_like, extract
 from genmodels.distributions import sum_flat
 
 __all__ = [
@@ -42,8 +42,7 @@ def _check_positive(value: float, name: str, hint: str) -> None:
 
 
 def _check_steps(value: int, name: str) -> None:
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}: the chain needs at least one step")
+    _check_whole(name, value, 1, "the chain needs at least one step")
 
 
 def _checked_output(value: torch.Tensor, shape: tuple[int, ...], name: str, what: str) -> torch.Tensor:
@@ -79,6 +78,7 @@ def langevin_sample(
     """Unadjusted Langevin from x0 (N, D): x_K (N, D), or (x_K, [x_0, x_k every trajectory_every steps])."""
     _check_positive(step_size, "step_size", "it is eta in x + eta score(x) + sqrt(2 eta) xi; try 1e-2")
     _check_steps(n_steps, "n_steps")
+    _check_whole("trajectory_every", trajectory_every, 0, "0 records no trajectory, k every k-th state")
     x = x0
     trajectory = [x0.clone()] if trajectory_every else []
     for k in range(1, n_steps + 1):
@@ -136,6 +136,9 @@ def mala_sample(
 
 def _checked_sigmas(sigmas: Sequence[float] | torch.Tensor) -> list[float]:
     """The noise levels as floats, refusing an empty, non-positive or not strictly decreasing ladder."""
+    if isinstance(sigmas, (int, float)) or (isinstance(sigmas, torch.Tensor) and sigmas.ndim == 0):
+        raise ValueError(f"sigmas must be a sequence of noise levels, got the single number {float(sigmas)}: "
+                         "pass sigma_1 > ... > sigma_L, or [sigma] for plain Langevin at one level")
     sigmas = [float(sigma) for sigma in sigmas]
     if not sigmas:
         raise ValueError("sigmas is empty: pass the noise levels sigma_1 > ... > sigma_L > 0, e.g. a "

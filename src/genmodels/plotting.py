@@ -54,6 +54,14 @@ def show_images(
     return ax
 
 
+def _evaluate(function: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor) -> torch.Tensor:
+    """``function`` at float64 ``points``, as a float64 CPU tensor; a network (an ``nn.Module``) gets
+    them in its weights' dtype and on their device, since float32 weights refuse float64 inputs."""
+    weight = next(iter(function.parameters()), None) if isinstance(function, torch.nn.Module) else None
+    value = function(points if weight is None else points.to(weight))
+    return value.detach().cpu().double()
+
+
 def density_and_score(
     log_prob: Callable[[torch.Tensor], torch.Tensor],
     score: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -73,13 +81,13 @@ def density_and_score(
     axis = torch.linspace(lo, hi, resolution, dtype=torch.float64)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     points = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # (R*R, 2)
-    density = log_prob(points).exp().reshape(resolution, resolution)
+    density = _evaluate(log_prob, points).exp().reshape(resolution, resolution)
     ax.imshow(density.numpy(), origin="lower", extent=(lo, hi, lo, hi), cmap="Blues")
     if score is not None:
         coarse = torch.linspace(lo, hi, arrows, dtype=torch.float64)
         cx, cy = torch.meshgrid(coarse, coarse, indexing="xy")
         grid = torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=1)
-        field = score(grid)
+        field = _evaluate(score, grid)
         field = field / field.norm(dim=1, keepdim=True).clamp_min(1e-12)
         ax.quiver(grid[:, 0], grid[:, 1], field[:, 0], field[:, 1], color="tab:red", alpha=0.7,
                   angles="xy", scale=arrows * 1.2, width=0.004)

@@ -139,6 +139,10 @@ class ConvGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = _check_batch("z", z, self.config.latent_dim, self)
+        if self.training and len(z) == 1:
+            raise ValueError("one z in training mode: batch normalization needs at least two examples for "
+                             "its batch statistics; call generator.eval() first to use its running "
+                             "statistics (as for samples to look at), or pass at least two")
         h = self.project(z).reshape(len(z), 2 * self.config.channels, 7, 7)
         return self.net(h).reshape(len(z), 784)
 

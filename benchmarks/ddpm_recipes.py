@@ -51,7 +51,15 @@ from genmodels.diffusion import (  # noqa: E402
 from genmodels.distributions import mean_flat  # noqa: E402
 from genmodels.features import extract_features, legible_share, load_classifier  # noqa: E402
 from genmodels.metrics import FeatureStatistics, frechet_distance  # noqa: E402
-from genmodels.train import decay_to_zero, file_sha256, git_commit, hardware, power_ema, write_json  # noqa: E402
+from genmodels.train import (  # noqa: E402
+    decay_to_zero,
+    file_sha256,
+    git_commit,
+    hardware,
+    modified_code,
+    power_ema,
+    write_json,
+)
 from genmodels.unet import UNet, UNetConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +261,7 @@ def main() -> None:
         print(f"  {name}", flush=True)
         curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16, args.minutes)
         results[name] = {"recipe": asdict(recipe), "curve": curve, "commit": git_commit(),
+                         "modified_code": modified_code(),
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results = {**kept, **results}
 
@@ -275,7 +284,7 @@ def main() -> None:
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[args.section] = {
         "hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
-        "classifier_sha256": classifier_sha256,
+        "modified_code": modified_code(), "classifier_sha256": classifier_sha256,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": args.steps,
         "batch": REFERENCE_BATCH, "bf16": args.bf16, "n_fid": args.n_fid, "fid_floor": round(floor, 3),
         "sampler": "DPM-Solver++(2M), 20 network calls, x0 clipped to [-1, 1]", "recipes": results,

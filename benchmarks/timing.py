@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from genmodels.train import git_commit, hardware, write_json
+from genmodels.train import git_commit, hardware, modified_code, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,10 +24,12 @@ def timed(step, repeats: int) -> float:
 
 def store_section(name: str, **fields) -> Path:
     """Write ``fields`` as the section ``name`` of results/benchmarks.json, with the hardware, torch
-    version, commit and time of the measurement; the file's other sections are kept."""
+    version, commit (and the code files changed since it) and time of the measurement; the file's other
+    sections are kept."""
     path = ROOT / "results" / "benchmarks.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[name] = {"hardware": hardware("cpu"), "torch": torch.__version__, "commit": git_commit(),
+                    "modified_code": modified_code(),
                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
     write_json(path, stored)
     print(f"written to {path.relative_to(ROOT)} (section {name})")

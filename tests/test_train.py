@@ -24,6 +24,7 @@ from genmodels.train import (
     git_commit,
     hardware,
     load_checkpoint,
+    modified_code,
     pick_device,
     progress,
     publish_checkpoint,
@@ -288,6 +289,22 @@ def test_git_commit(tmp_path, monkeypatch):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True)
     assert git_commit(tmp_path) == head.stdout.strip()
     assert len(git_commit(tmp_path)) == 40
+
+
+def test_modified_code_lists_what_differs_from_the_commit_in_the_code_only(tmp_path):
+    assert modified_code(tmp_path) is None  # not a repository: nothing to compare with
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    for name in ("src/genmodels/a.py", "notebooks/n.py", "results/metrics.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1")
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "m"], cwd=tmp_path, check=True)
+    assert modified_code(tmp_path / "src" / "genmodels") == []  # asked from a subfolder, as the package does
+    (tmp_path / "results" / "metrics.json").write_text("2")  # a result being written: not code
+    (tmp_path / "src" / "genmodels" / "a.py").write_text("2")
+    (tmp_path / "notebooks" / "new.py").write_text("untracked: not part of any commit")
+    assert modified_code(tmp_path / "src" / "genmodels") == ["src/genmodels/a.py"]
 
 
 def test_read_checkpoint_needs_no_model(tmp_path):

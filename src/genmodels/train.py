@@ -49,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "decay_to_zero",
     "load_model",
+    "modified_code",
     "pick_device",
     "power_ema",
     "progress",
@@ -178,6 +179,29 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return fallback
     return out.stdout.strip() if out.returncode == 0 else fallback
+
+
+CODE_DIRS = ("src", "notebooks", "benchmarks")  # what a result's numbers depend on
+
+
+def modified_code(path: str | os.PathLike | None = None) -> list[str] | None:
+    """The files of the code (:data:`CODE_DIRS`) that differ from the commit :func:`git_commit` names,
+    relative to the repository at ``path`` (default: this package's): a record of a result carries them
+    beside its commit, so that a measurement made with uncommitted changes says so. None outside a
+    repository (a copy of the tree without its ``.git``)."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=where, capture_output=True,
+                             text=True, timeout=10)
+        if top.returncode != 0:
+            return None
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS],
+                             cwd=top.stdout.strip(), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return sorted(line[3:] for line in out.stdout.splitlines() if line.strip())
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -446,6 +470,7 @@ def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:
         "provenance": {
             "genmodels_version": __version__,
             "git_commit": git_commit(),
+            "modified_code": modified_code(),
             "torch_version": str(torch.__version__),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -607,6 +632,7 @@ def publish_checkpoint(
         "config": _config_dict(config),
         "step": int(step),
         "commit": git_commit(),
+        "modified_code": modified_code(),
     }
     sums[path.name] = full_record["sha256"]
     sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))

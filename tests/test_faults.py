@@ -116,25 +116,30 @@ KILL_AT_RENAME = """
 import os, signal, sys
 from pathlib import Path
 from genmodels import train
-real_replace, calls = os.replace, []
+real_replace, calls = os.replace, {"data": 0, "journal": 0}
 
 def replace(source, destination):  # SIGKILL: no handler, no finally, nothing of Python runs after it
-    if not Path(destination).name.startswith(train.JOURNAL):
-        calls.append(destination)
-        if len(calls) == int(sys.argv[1]):
-            os.kill(os.getpid(), signal.SIGKILL)
+    kind = "journal" if Path(destination).name.startswith(train.JOURNAL) else "data"
+    calls[kind] += 1
+    if (kind, calls[kind]) == (sys.argv[1], int(sys.argv[2])):
+        os.kill(os.getpid(), signal.SIGKILL)
     real_replace(source, destination)
 
 os.replace = replace
 """
 
 
-def killed_at_rename(number: int, code: str, *args: str) -> None:
-    """Run ``code`` in a child process that is SIGKILLed just before its ``number``-th data rename."""
+def killed_at_rename(number: int, code: str, *args: str, kind: str = "data") -> None:
+    """Run ``code`` in a child process that is SIGKILLed just before its ``number``-th rename of a
+    file of the set (``kind="data"``) or of a journal (``kind="journal"``)."""
     script = KILL_AT_RENAME + textwrap.dedent(code)
-    done = subprocess.run([sys.executable, "-c", script, str(number), *args], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", script, kind, str(number), *args], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def journals_and_leftovers(*folders: Path) -> list[str]:
+    return [p.name for folder in folders for p in folder.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("killed_before_rename", [1, 2, 3])
@@ -148,8 +153,8 @@ def test_a_publication_killed_between_renames_is_completed_by_the_next_read(publ
         from torch import nn
         torch.manual_seed(7)
         model = nn.Linear(32, 32)
-        torch.save(model.state_dict(), sys.argv[3])
-        train.publish_checkpoint(Path(sys.argv[2]) / "a.pt", model, config={"width": 32},
+        torch.save(model.state_dict(), sys.argv[4])
+        train.publish_checkpoint(Path(sys.argv[3]) / "a.pt", model, config={"width": 32},
                                  record={"profile": "gpu"}, step=2)
     """, str(published), str(weights))
     journals = list(published.glob(f"{train.JOURNAL}.*.json"))
@@ -170,8 +175,8 @@ def test_a_set_across_two_folders_is_completed_from_either(tmp_path):
     notebooks, results = tmp_path / "book" / "notebooks", tmp_path / "results"
     train.write_together({notebooks / "01.ipynb": b"old copy", results / "pipeline.json": b"{}"})
     killed_at_rename(2, """
-        train.write_together({Path(sys.argv[2]) / "01.ipynb": b"new copy",
-                              Path(sys.argv[3]) / "pipeline.json": b'{"notebooks": {}}'})
+        train.write_together({Path(sys.argv[3]) / "01.ipynb": b"new copy",
+                              Path(sys.argv[4]) / "pipeline.json": b'{"notebooks": {}}'})
     """, str(notebooks), str(results))
     assert (notebooks / "01.ipynb").read_bytes() == b"new copy"
     assert (results / "pipeline.json").read_bytes() == b"{}"  # half old, half new
@@ -180,25 +185,152 @@ def test_a_set_across_two_folders_is_completed_from_either(tmp_path):
     assert [p.name for p in results.iterdir()] == ["pipeline.json"]
 
 
-def test_the_journal_of_a_running_process_is_left_alone(tmp_path):
+def test_a_set_whose_journals_were_not_all_written_is_undone_and_later_writes_survive(tmp_path):
+    """Killed between writing its first and second journal, no rename had begun: the set is undone,
+    also after a newer write in the folder that had no journal."""
+    first, second = tmp_path / "book", tmp_path / "results"
+    train.write_together({first / "01.ipynb": b"v1", second / "pipeline.json": b"v1"})
+    killed_at_rename(2, """
+        train.write_together({Path(sys.argv[3]) / "01.ipynb": b"v2",
+                              Path(sys.argv[4]) / "pipeline.json": b"v2"})
+    """, str(first), str(second), kind="journal")
+    write_json(second / "pipeline.json", "v3")  # its folder has no journal: nothing to finish there
+    train.write_together({first / "01.ipynb": b"v3"})  # finds the other journal first, and undoes it
+    assert (first / "01.ipynb").read_bytes() == b"v3"
+    assert json.loads((second / "pipeline.json").read_text()) == "v3"
+    assert journals_and_leftovers(first, second) == []
+
+
+def test_a_set_killed_while_being_undone_is_undone(published, tmp_path_factory):
+    """A rename fails (a full disk, say), the process starts restoring the old files and is killed:
+    the next read restores the rest, rather than completing the new set."""
+    before = snapshot(published)
+    killed_at_rename(1, """
+        import torch
+        from torch import nn
+        real = os.replace
+        def fail_third(source, destination):  # the third file of the set cannot be renamed
+            if str(destination).endswith("SHA256SUMS") and not str(source).endswith(".previous"):
+                raise OSError("no space left on device")
+            if str(source).endswith(".previous"):  # restoring the old files: the process dies here
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(source, destination)
+        os.replace = fail_third
+        train.publish_checkpoint(Path(sys.argv[3]) / "a.pt", nn.Linear(32, 32), config={"width": 32},
+                                 record={"profile": "gpu"}, step=2)
+    """, str(published), kind="never")
+    assert snapshot(published) != before  # a.pt and a.json are new, SHA256SUMS old
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))
+    assert snapshot(published) == before
+
+
+def test_an_error_while_writing_the_journals_leaves_everything_as_it_was(tmp_path, monkeypatch):
+    first, second = tmp_path / "a", tmp_path / "b"
+    train.write_together({first / "x": b"old", second / "y": b"old"})
+    real_replace = os.replace
+
+    def no_room_for_the_second_journal(source, destination):
+        if Path(destination).parent == second and Path(destination).name.startswith(train.JOURNAL):
+            raise OSError("no space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", no_room_for_the_second_journal)
+    with pytest.raises(OSError, match="no space left"):
+        train.write_together({first / "x": b"new", second / "y": b"new"})
+    monkeypatch.undo()
+    assert (first / "x").read_bytes() == b"old" and (second / "y").read_bytes() == b"old"
+    assert journals_and_leftovers(first, second) == []
+
+
+def test_the_journal_of_a_live_writer_is_waited_for_not_finished(tmp_path, monkeypatch):
     train.write_together({tmp_path / "x": b"old", tmp_path / "y": b"old"})
-    (tmp_path / ".x.tmp").write_bytes(b"new")
-    journal = tmp_path / f"{train.JOURNAL}.{os.getpid()}.json"  # this process: still writing
-    journal.write_text(json.dumps({"renames": [[".x.tmp", "x", ".x.previous"]],
-                                   "journals": [journal.name]}))
-    assert finish_interrupted_writes(tmp_path) == []
-    assert (tmp_path / "x").read_bytes() == b"old" and journal.exists()
+    staged = [(train._stage(tmp_path / name, lambda f: f.write(b"new")), tmp_path / name) for name in "xy"]
+    journal = train._Journal(staged)
+    journal.write()  # holds its lock, as a writer between its renames does
+    monkeypatch.setattr(train, "PATIENCE", 0.3)
+    with pytest.raises(CheckpointError, match="another process has been replacing the files"):
+        finish_interrupted_writes(tmp_path)
+    assert (tmp_path / "x").read_bytes() == b"old"  # nothing was finished under the writer's feet
+    journal.remove()
+    for temporary, _ in staged:
+        temporary.unlink()
+    assert finish_interrupted_writes(tmp_path) == [] and journals_and_leftovers(tmp_path) == []
+
+
+def test_without_file_locks_the_process_id_tells_a_live_writer(published, monkeypatch):
+    """Where fcntl is missing (Windows), a journal whose process runs is left alone, another finished."""
+    killed_at_rename(2, """
+        from torch import nn
+        train.publish_checkpoint(Path(sys.argv[3]) / "a.pt", nn.Linear(32, 32), config={"width": 32},
+                                 record={"profile": "gpu"}, step=2)
+    """, str(published))
+    monkeypatch.setattr(train, "fcntl", None)
+    (dead,) = published.glob(f"{train.JOURNAL}.*.json")
+    alive = dead.with_name(f"{train.JOURNAL}.{os.getpid()}-{dead.name.split('-')[-1]}")
+    dead.rename(alive)  # as if this process had written it
+    assert finish_interrupted_writes(published) == [] and alive.exists()
+    alive.rename(dead)
+    assert finish_interrupted_writes(published) == [published / "a.json", published / "SHA256SUMS"]
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))
+
+
+def test_a_link_in_the_set_is_replaced_as_a_rename_replaces_it(tmp_path):
+    """The journal names the link, not its target: finishing the set replaces the link, as the
+    rename would have, and leaves the file it pointed to alone."""
+    folder, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "target").write_bytes(b"not ours")
+    train.write_together({folder / "y": b"old"})
+    (folder / "x").symlink_to(elsewhere / "target")
+    killed_at_rename(2, """
+        train.write_together({Path(sys.argv[3]) / "y": b"new", Path(sys.argv[3]) / "x": b"new"})
+    """, str(folder))  # killed before the link's rename
+    finish_interrupted_writes(folder)
+    assert not (folder / "x").is_symlink() and (folder / "x").read_bytes() == b"new"
+    assert (folder / "y").read_bytes() == b"new" and (elsewhere / "target").read_bytes() == b"not ours"
+
+
+def test_a_set_left_in_a_protected_folder_is_a_clear_error_that_changes_nothing(published, monkeypatch):
+    killed_at_rename(2, """
+        from torch import nn
+        train.publish_checkpoint(Path(sys.argv[3]) / "a.pt", nn.Linear(32, 32), config={"width": 32},
+                                 record={"profile": "gpu"}, step=2)
+    """, str(published))
+    before = snapshot(published)
+    monkeypatch.setenv(train.PROTECTED, str(published))  # as under the test suite and gpu-dry
+    with pytest.raises(CheckpointError, match=r"left an unfinished set in .*make results"):
+        load_checkpoint(published / "a.pt", nn.Linear(32, 32))
+    assert snapshot(published) == before
+    monkeypatch.delenv(train.PROTECTED)
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))  # finished where writing is allowed
+
+
+def test_ctrl_c_during_the_renames_waits_for_the_set_to_be_whole(published, monkeypatch):
+    real_replace, calls = os.replace, []
+
+    def ctrl_c_at_the_second(source, destination):
+        if not Path(destination).name.startswith(train.JOURNAL):
+            calls.append(destination)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", ctrl_c_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        republish(published)
+    monkeypatch.undo()
+    assert len(calls) == 3  # all three renamed, then the interrupt
+    assert read_checkpoint(published / "a.pt")["extra"]["record"]["profile"] == "gpu"
 
 
 def test_an_unreadable_journal_is_a_clear_error_that_changes_nothing(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
     write_json(tmp_path / "metrics.json", {"fid": 1.0})
-    journal = tmp_path / f"{train.JOURNAL}.{dead}.json"
+    journal = tmp_path / f"{train.JOURNAL}.1-abc.json"  # nobody holds its lock: its writer is gone
     journal.write_text('{"renames": [')
-    with pytest.raises(CheckpointError, match=f"{train.JOURNAL}.{dead}.json.*unreadable.*remove"):
+    with pytest.raises(CheckpointError, match=f"{train.JOURNAL}.1-abc.json.*unreadable.*remove"):
         write_json(tmp_path / "metrics.json", {"fid": 2.0})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"fid": 1.0} and journal.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [journal.name, "metrics.json"]
 
 
 def flip_byte(path: Path, position: int) -> None:

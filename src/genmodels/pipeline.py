@@ -274,6 +274,7 @@ def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, tim
         raise SystemExit(f"{name} ran in {seconds:.0f} s but its copy holds none of the values it glues for "
                          "the book's pages (is myst-nb installed where its kernel runs?); the published "
                          f"copy is unchanged{kept}")
+    finish_interrupted_writes(target.parent)  # a set a killed refresh left must not overwrite this copy
     os.replace(temporary, target)
     peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))
     return {"wall_seconds": round(seconds, 1), "peak_memory_mb": round(peak / 1024, 1),

@@ -19,10 +19,13 @@ import pickle
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +35,11 @@ import numpy as np
 import torch
 from torch.torch_version import TorchVersion
 from tqdm.auto import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: a journal's writer is told alive by its process id (see _claimed)
+    fcntl = None
 
 __all__ = [
     "PROFILES",
@@ -350,108 +358,259 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     return Path(name)
 
 
-JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}.json: the renames a write_together has yet to do
+JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}-{random}.json: a set of files being replaced
+PATIENCE = 60.0  # seconds to wait for another process that is replacing files in a folder we read
 
 
 def _backup_of(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.previous")
 
 
-def _write_journals(staged: list[tuple[Path, Path]]) -> list[Path]:
-    """Before the first rename of a set, note in each folder it touches what is to be renamed where,
-    so that if the process is killed between two renames, :func:`finish_interrupted_writes` can
-    complete the set (every temporary is already whole and on disk) instead of leaving it half old,
-    half new. Paths are relative to the folder, so a moved checkout still recovers."""
-    folders = sorted({final.parent.resolve() for _, final in staged})
-    journals = [folder / f"{JOURNAL}.{os.getpid()}.json" for folder in folders]
-    for journal in journals:
-        def relative(path: Path, folder=journal.parent) -> str:
-            return os.path.relpath(path.resolve(), folder)
-        note = {"renames": [[relative(temporary), relative(final), relative(_backup_of(final))]
-                            for temporary, final in staged],
-                "journals": [relative(other) for other in journals]}
-        temporary = _stage(journal, lambda f, note=note: f.write(json_text(note).encode()))
-        os.replace(temporary, journal)
-    return journals
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable before anything that depends on them (POSIX; a no-op
+    where a folder cannot be opened)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+class _Journal:
+    """What a set of files replaced together is to become, written into every folder the set touches
+    before its first rename and removed after its last. A process killed between two renames (SIGKILL,
+    power loss) leaves it behind, and :func:`finish_interrupted_writes` completes the set from it (every
+    temporary is whole and on disk by then), or, where the set was being undone or its journals were
+    not all written yet, undoes it. The writer holds a lock on each journal while it works, which tells
+    a live writer from a dead one whatever process ids the machine reuses."""
+
+    def __init__(self, staged: list[tuple[Path, Path]]):
+        self.staged = staged
+        name = f"{JOURNAL}.{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+        self.folders = sorted({final.parent.resolve() for _, final in staged})
+        self.paths = [folder / name for folder in self.folders]
+        self.handles: list[BinaryIO] = []
+
+    def write(self) -> None:
+        for folder, path in zip(self.folders, self.paths, strict=True):
+            def relative(file: Path, folder=folder) -> str:  # the folder resolved, the name kept: a
+                return os.path.relpath(file.parent.resolve() / file.name, folder)  # link stays a link
+            note = {"renames": [{"temporary": relative(temporary), "final": relative(final),
+                                 "backup": relative(_backup_of(final)), "existed": final.exists()}
+                                for temporary, final in self.staged],
+                    "journals": [relative(other) for other in self.paths]}
+            _refuse_protected(path)
+            descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+            handle = os.fdopen(descriptor, "wb")  # held, and locked, until remove()
+            self.handles.append(handle)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)  # from its first byte: see finish_interrupted_writes
+                handle.write(json_text(note).encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            finally:
+                Path(temporary).unlink(missing_ok=True)  # renamed, or not to be left behind
+            _fsync_folder(folder)
+
+    def turn_back(self) -> None:
+        """Say, beside each journal, that this set is being undone: if the process dies while it
+        restores the old files, recovery finishes restoring them rather than completing the new set."""
+        with contextlib.suppress(OSError):  # without the marks, recovery completes the set: also whole
+            for path in self.paths:
+                if path.exists():
+                    path.with_suffix(".back").write_bytes(b"")
+            for folder in self.folders:
+                _fsync_folder(folder)
+
+    def remove(self) -> None:
+        for path in self.paths:  # the journals before their marks: a lone mark means nothing
+            path.unlink(missing_ok=True)
+        for path in self.paths:
+            path.with_suffix(".back").unlink(missing_ok=True)
+        for handle in self.handles:
+            handle.close()  # releases the lock
+
+
+@contextlib.contextmanager
+def _claimed(journal: Path) -> Iterator[bool]:
+    """Hold ``journal``'s lock: true while its set is unfinished and its writer is gone. A live writer
+    is waited for (it holds the lock for a few renames), up to :data:`PATIENCE` seconds."""
+    try:
+        handle = open(journal, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        yield False  # finished meanwhile
+        return
+    with handle:
+        if fcntl is None:  # no locks here: a journal whose process runs is its writer's
+            pid = journal.name.partition(f"{JOURNAL}.")[2].split("-")[0]  # also in a journal's temporary
+            if not pid.isdigit() or _process_alive(int(pid)):
+                yield False
+                return
+        else:
+            deadline = time.monotonic() + PATIENCE
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CheckpointError(
+                            f"another process has been replacing the files listed in {journal} for "
+                            f"{PATIENCE:.0f} s: wait for it to finish, or stop it and read again"
+                        ) from None
+                    time.sleep(0.05)
+        try:
+            unfinished = os.path.samestat(os.fstat(handle.fileno()), os.stat(journal))
+        except FileNotFoundError:
+            unfinished = False  # its writer finished while we waited
+        yield unfinished
 
 
 def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
-    """Complete any set of files that a killed process left half replaced in ``folder``.
+    """Complete, or undo, any set of files that a killed process left half replaced in ``folder``.
 
-    :func:`write_together` renames its files one by one; a process killed between two renames (power
-    loss, SIGKILL, an out-of-memory kill) would leave, say, a new checkpoint beside its old checksum.
-    Its journal in ``folder`` says which temporaries were still to be renamed over which files: they
-    are renamed now, so the set is the new one throughout. Journals of processes still running are
-    left alone. Called before every write and every read of a published file; returns the files
-    completed.
+    :func:`write_together` renames its files one by one; a process killed between two renames would
+    leave, say, a new checkpoint beside its old checksum. Its journal (see :class:`_Journal`) says
+    which temporaries were still to be renamed over which files: they are renamed now, so the set is
+    the new one throughout; a set that was being undone, or whose journals were not all written yet
+    (then no rename had begun), gets its old files back. Journals of live writers are waited for.
+    Called before every write (:func:`write_together`, :func:`save_checkpoint`, the pipeline's executed
+    copies) and every read of a published file; returns the files it changed.
     """
     folder = Path(folder)
-    completed: list[Path] = []
+    changed: list[Path] = []
     for journal in sorted(folder.glob(f"{JOURNAL}.*.json")):
-        pid = journal.name[len(JOURNAL) + 1:-len(".json")]
-        if not pid.isdigit() or _process_alive(int(pid)) or not journal.exists():
-            continue
-        try:
-            note = json.loads(journal.read_text())
-            renames, journals = note["renames"], note["journals"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"{journal} (what a killed write had yet to rename) is unreadable ({error}). Check the "
-                f"files in {folder} against `git status` and remove {journal.name}"
-            ) from error
-        for temporary, final, backup in renames:
-            if (folder / temporary).exists():
-                _refuse_protected(folder / final)
-                os.replace(folder / temporary, folder / final)
-                completed.append(Path(os.path.normpath(folder / final)))
-            (folder / backup).unlink(missing_ok=True)
-        for other in journals:
-            (folder / other).unlink(missing_ok=True)
-    if completed:
-        print(f"completed an interrupted write: {', '.join(map(str, completed))}", file=sys.stderr)
-    return completed
+        with _claimed(journal) as unfinished:
+            if unfinished:
+                changed += _finish(folder, journal)
+    for mark in folder.glob(f"{JOURNAL}.*.back"):  # left by a writer killed between the two
+        if not mark.with_suffix(".json").exists():
+            mark.unlink(missing_ok=True)
+    for half_written in folder.glob(f".{JOURNAL}.*.json.*.tmp"):  # a journal its writer died writing
+        with _claimed(half_written) as unfinished:
+            if unfinished:
+                half_written.unlink(missing_ok=True)
+    return changed
+
+
+def _finish(folder: Path, journal: Path) -> list[Path]:
+    try:
+        note = json.loads(journal.read_text())
+        renames = [(folder / r["temporary"], folder / r["final"], folder / r["backup"], bool(r["existed"]))
+                   for r in note["renames"]]
+        journals = [folder / other for other in note["journals"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{journal} (what a killed write had yet to rename) is unreadable ({error}). Check the files "
+            f"in {folder} against `git status`, then remove {journal.name}"
+        ) from error
+    undo = any(path.with_suffix(".back").exists() for path in journals)
+    forward = not undo and all(path.exists() for path in journals)
+    changed = []
+    try:
+        for temporary, final, backup, existed in renames:
+            _refuse_protected(final)
+            if forward and temporary.exists():
+                os.replace(temporary, final)
+                changed.append(final)
+            elif undo and backup.exists():
+                os.replace(backup, final)
+                changed.append(final)
+            elif undo and not existed and final.exists():
+                final.unlink()
+                changed.append(final)
+        for place in {final.parent for _, final, _, _ in renames}:
+            _fsync_folder(place)
+        for temporary, _, backup, _ in renames:
+            temporary.unlink(missing_ok=True)
+            backup.unlink(missing_ok=True)
+        for path in journals:
+            path.unlink(missing_ok=True)
+        for path in journals:
+            path.with_suffix(".back").unlink(missing_ok=True)
+    except PermissionError as error:
+        raise CheckpointError(
+            f"a process killed while replacing files left an unfinished set in {folder} ({journal.name}), "
+            f"and it cannot be finished here ({error}). The next read or write of {folder} where writing "
+            "is allowed finishes it: e.g. `make results`, or python -c \"from genmodels.train import "
+            f"finish_interrupted_writes; finish_interrupted_writes('{folder}')\""
+        ) from error
+    if changed:
+        print(f"{'undid' if undo or not forward else 'completed'} an interrupted write: "
+              f"{', '.join(os.path.normpath(path) for path in changed)}", file=sys.stderr)
+    return [Path(os.path.normpath(path)) for path in changed]
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block is done, so that they stop a set of renames
+    before or after it, never halfway (in the main thread; elsewhere Python delivers no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(number)
+        if handler is not None:  # None: a handler Python did not install, which it cannot restore
+            previous[number] = signal.signal(number, lambda n, frame: received.append(n))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in received:
+            signal.raise_signal(number)
 
 
 def _replace_all(staged: list[tuple[Path, Path]]) -> None:
     """Rename each staged temporary over its destination, all or none: if a rename fails, the
     destinations already replaced get their previous content back. No temporary is left behind.
-    A set of several files is journaled first (:func:`_write_journals`): if the process is killed
-    between renames, the next read or write completes it."""
-    journals = _write_journals(staged) if len(staged) > 1 else []
+    A set of several files is journaled first (:class:`_Journal`), so that a process killed between
+    its renames leaves it for the next read or write to finish; Ctrl-C waits for the renames. Callers
+    finish what an earlier writer left in the folders first (:func:`finish_interrupted_writes`)."""
+    journal = _Journal(staged) if len(staged) > 1 else None
     previous: list[tuple[Path, Path | None]] = []  # destination, and a second name for its old content
     succeeded = False
-    try:
-        for temporary, final in staged:
-            backup = None
-            if final.exists():
-                backup = _backup_of(final)
-                try:
-                    os.link(final, backup)  # a second name, no copy
-                except OSError:  # a file system without hard links
-                    shutil.copy2(final, backup)
-            previous.append((final, backup))
-            os.replace(temporary, final)
-        succeeded = True
-    except BaseException:
-        for journal in journals:  # this process rolls back instead: no one must roll forward
-            journal.unlink(missing_ok=True)
-        for final, backup in reversed(previous):
-            if backup is None:
-                final.unlink(missing_ok=True)  # it did not exist before
-            elif not (final.exists() and os.path.samefile(final, backup)):
-                os.replace(backup, final)
-        raise
-    finally:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        for final, backup in previous:  # keep a backup only where restoring it failed
-            if backup is not None and backup.exists() and (
-                succeeded or (final.exists() and os.path.samefile(final, backup))
-            ):
-                backup.unlink()
-        if succeeded:
-            for journal in journals:
-                journal.unlink(missing_ok=True)
+    with _signals_held():
+        try:
+            if journal is not None:
+                journal.write()
+            for temporary, final in staged:
+                backup = None
+                if final.exists():
+                    backup = _backup_of(final)
+                    try:
+                        os.link(final, backup)  # a second name, no copy
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(final, backup)
+                previous.append((final, backup))
+                os.replace(temporary, final)
+            for folder in journal.folders if journal is not None else []:
+                _fsync_folder(folder)  # the renames on disk before their journals go
+            succeeded = True
+        except BaseException:
+            if journal is not None:
+                journal.turn_back()
+            for final, backup in reversed(previous):
+                if backup is None:
+                    final.unlink(missing_ok=True)  # it did not exist before
+                elif not (final.exists() and os.path.samefile(final, backup)):
+                    os.replace(backup, final)
+            raise
+        finally:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            for final, backup in previous:  # keep a backup only where restoring it failed
+                if backup is not None and backup.exists() and (
+                    succeeded or (final.exists() and os.path.samefile(final, backup))
+                ):
+                    backup.unlink()
+            if journal is not None:
+                journal.remove()
 
 
 def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:
@@ -496,6 +655,7 @@ def save_checkpoint(
     """
     path = Path(path)
     payload = _payload(model, optimizer, config, step, extra, run)
+    finish_interrupted_writes(path.parent)
     _replace_all([(_stage(path, lambda f: torch.save(payload, f)), path)])
     return path
 
@@ -509,7 +669,7 @@ def write_together(files: dict[Path, bytes]) -> None:
     """Write each file atomically, all of them or none: every one is staged under a temporary name
     (or refused, in a protected folder) before any is renamed into place (:func:`_replace_all`)."""
     for folder in {path.parent for path in files}:
-        finish_interrupted_writes(folder)
+        finish_interrupted_writes(folder)  # before ours: a set it completes must not overwrite ours
     staged = []
     try:
         for path, data in files.items():

@@ -19,7 +19,7 @@ help:
 	@echo "                          (smoke runs go to book/_build/smoke/, never over the published copies)"
 	@echo "make gpu-dry              every notebook with the gpu profile's shapes and settings for a handful"
 	@echo "                          of steps, on the CPU, publishing nothing (part of make test)"
-	@echo "make sync                 pair notebooks/*.ipynb with their .py text form (jupytext)"
+	@echo "make sync                 pair notebooks/NN_name.py with its .ipynb (jupytext; makes a new one)"
 
 $(STAMP): pyproject.toml requirements-lock.txt requirements-data.txt
 	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -44,6 +44,7 @@ book: $(STAMP)
 	  echo "book/notebooks/ has no executed copy of:$$missing."; \
 	  echo "The book shows only executed notebooks: restore them (git checkout -- book/notebooks) or"; \
 	  echo "make them with 'make results PROFILE=cpu' (minutes to hours on a CPU), then run 'make book'."; \
+	  echo "(A new notebook is run by make results once it has its Step in genmodels.pipeline.STEPS.)"; \
 	  exit 1; fi
 	$(VENV)/bin/jupyter-book build --warningiserror --nitpick --keep-going book/
 
@@ -64,7 +65,7 @@ gpu-dry: $(STAMP) data
 	$(PY) -m genmodels.pipeline --profile gpu-dry
 
 sync: $(STAMP)
-	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*_*.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -241,7 +241,7 @@ def test_a_run_that_overruns_leaves_the_cells_it_ran_with_their_times_outside_th
 
 
 def test_unknown_notebooks_and_a_damaged_manifest_are_clear_errors(repo):
-    with pytest.raises(SystemExit, match="no notebook '03_c'; the notebooks are 01_a, 02_b, 09_eval"):
+    with pytest.raises(SystemExit, match="no notebook '03_c' in the pipeline; its notebooks are 01_a, 02_b, 09_eval"):
         run(repo, only=["03_c"])
     (repo / "results/pipeline.json").write_text("{broken")
     with pytest.raises(SystemExit, match="pipeline.json is not valid JSON.*git checkout"):
@@ -343,6 +343,50 @@ def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, caps
     assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)
 
 
+def test_the_gpu_plan_takes_force_and_checks_its_names(monkeypatch, capsys):
+    monkeypatch.setenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", "1")
+    pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--force", "01_data"])
+    commands = [line.strip() for line in capsys.readouterr().out.splitlines() if "--only" in line]
+    assert commands[0].endswith("--only 01_data --force 01_data")  # first, and forced
+    assert all("--force" not in c for c in commands[1:])
+    with pytest.raises(SystemExit, match="no notebook '01_dta' in the pipeline.*STEPS"):
+        pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--force", "01_dta"])
+
+
+def test_the_command_line_refuses_what_it_cannot_do_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("GENMODELS_PROFILE", raising=False)
+    with pytest.raises(SystemExit, match=r"unknown compute profile 'bogus'.*\(or gpu-dry"):
+        pipeline.main(["--profile", "bogus", "--root", str(ROOT)])
+    monkeypatch.setenv("GENMODELS_PROFILE", "bogus")
+    with pytest.raises(SystemExit, match=r"unknown compute profile 'bogus'"):
+        pipeline.main(["--root", str(ROOT)])
+    for argv in (["--refresh-markdown", "01_data", "--only", "02_vae"],  # it runs nothing
+                 ["--profile", "cpu", "--root", str(tmp_path)]):  # not the repository
+        with pytest.raises(SystemExit) as exit_:
+            pipeline.main(argv)
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "takes no --only, --force or --all" in err and "holds no notebooks/ folder" in err
+    assert not (tmp_path / "results").exists()  # nothing made under a wrong root
+    done = subprocess.run([sys.executable, "-m", "genmodels.train", "bogus"], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "unknown compute profile" in done.stderr
+
+
+def test_the_runner_checks_its_arguments_before_starting_a_kernel():
+    from genmodels._runner import _arguments
+
+    assert _arguments(["a.ipynb", "b.ipynb", "cpu", ".", "60"]) == ("a.ipynb", "b.ipynb", "cpu", ".", 60)
+    for argv, says in ((["a.ipynb", "b.ipynb", "cpu", "."], "got 4 arguments"),
+                       (["a.ipynb", "./a.ipynb", "cpu", ".", "60"], "TARGET is SOURCE"),
+                       (["a.ipynb", "b.ipynb", "fast", ".", "60"], "PROFILE must be"),
+                       (["a.ipynb", "b.ipynb", "cpu", ".", "0"], "no limit at all"),
+                       (["a.ipynb", "b.ipynb", "cpu", ".", "-1"], "at least 1"),
+                       (["a.ipynb", "b.ipynb", "cpu", ".", "ten"], "whole seconds")):
+        with pytest.raises(SystemExit, match=says):
+            _arguments(argv)
+
+
 @pytest.mark.slow
 def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_again(repo):
     path = repo / "notebooks" / "01_a.ipynb"
@@ -361,6 +405,9 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
     assert refreshed.cells[-1].source == "The run shows Y."
     assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
     assert plan(repo, "cpu", TINY) == []  # up to date: nothing re-runs
+    manifest = (repo / "results/pipeline.json").read_bytes()
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
+    assert (repo / "results/pipeline.json").read_bytes() == manifest  # nothing to refresh: not rewritten
 
     notebook.cells[1].metadata["tags"] = ["hide-input"]  # how the book shows a cell: no re-run either
     nbformat.write(notebook, path)
@@ -467,12 +514,12 @@ def test_code_meaning_ignores_layout_comments_and_docstrings_but_not_what_runs()
 
 def test_a_second_run_of_the_same_profile_stops_with_a_message_while_the_first_holds_the_lock(repo):
     with pipeline._exclusive(repo, "cpu"):
-        with pytest.raises(SystemExit, match="another run of the cpu profile"):
+        with pytest.raises(SystemExit, match="another run, a cpu or gpu run"):
             run(repo, "cpu")
         assert not (repo / "results" / "pipeline.json").exists()  # it wrote nothing
     assert run(repo, "cpu")  # the lock is released with the first run
     with pipeline._exclusive(repo, "cpu"):  # refreshing the prose writes the manifest too
-        with pytest.raises(SystemExit, match="another run of the cpu profile"):
+        with pytest.raises(SystemExit, match="another run, a cpu or gpu run"):
             pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
 
 
@@ -524,7 +571,7 @@ def test_a_run_serves_another_profile_only_where_the_notebook_cannot_tell_them_a
         assert "a comment written later" in executed.read_text()
         assert json.loads(manifest.read_text())["notebooks"]["01_a"]["key"]["profile"] == "cpu"
     else:
-        with pytest.raises(SystemExit, match="profile or the files it reads changed"):
+        with pytest.raises(SystemExit, match="its executed copy is a cpu run: refresh it with --profile cpu"):
             pipeline.refresh_markdown(tmp_path, "01_a", "gpu", steps=(step,), log=lambda message: None)
 
 

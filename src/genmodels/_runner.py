@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 import papermill
 from papermill import engines
@@ -42,6 +43,22 @@ def execute(source: str, target: str, profile: str, cwd: str, timeout: int) -> N
         engines.PapermillNotebookClient = built
 
 
+def _arguments(argv: list[str]) -> tuple[str, str, str, str, int]:
+    """SOURCE TARGET PROFILE CWD TIMEOUT, checked: a wrong one stops before a kernel starts."""
+    usage = "usage: python -m genmodels._runner SOURCE TARGET PROFILE CWD TIMEOUT"
+    if len(argv) != 5:
+        raise SystemExit(f"{usage} (got {len(argv)} arguments)")
+    source, target, profile, cwd, timeout = argv
+    if Path(target).resolve() == Path(source).resolve():
+        raise SystemExit(f"{usage}: TARGET is SOURCE ({source}); the executed copy goes elsewhere")
+    if profile not in ("smoke", "cpu", "gpu", "auto"):
+        raise SystemExit(f"{usage}: PROFILE must be smoke, cpu, gpu or auto, got {profile!r}")
+    if not timeout.isdigit() or int(timeout) < 1:
+        raise SystemExit(f"{usage}: TIMEOUT is a cell's limit in whole seconds, at least 1, got {timeout!r} "
+                         "(nbclient reads 0 or less as no limit at all)")
+    return source, target, profile, cwd, int(timeout)
+
+
 if __name__ == "__main__":
-    execute(*sys.argv[1:6])
+    execute(*_arguments(sys.argv[1:]))
     print("peak-kb", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)

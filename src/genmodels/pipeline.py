@@ -33,6 +33,8 @@ from pathlib import Path
 
 from genmodels.dryrun import is_profile_table
 from genmodels.train import (
+    GPU_ON_CPU,
+    ProfileError,
     _refuse_protected,
     file_sha256,
     finish_interrupted_writes,
@@ -291,8 +293,9 @@ def _exclusive(root: Path, profile: str):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            who = "a smoke run" if profile == "smoke" else "a cpu or gpu run (both publish here)"
             raise SystemExit(
-                f"another run of the {profile} profile holds {path}: wait for it to finish (or stop it) "
+                f"another run, {who}, holds {path}: wait for it to finish (or stop it) "
                 "and run again; the notebooks it completes will be skipped"
             ) from None
         try:
@@ -309,12 +312,18 @@ def run_pipeline(
 
     Returns the names of the notebooks that ran.
     """
-    known = {step.notebook for step in steps}
-    for name in (only or []) + (force or []):
-        if name not in known:
-            raise SystemExit(f"no notebook {name!r}; the notebooks are {', '.join(sorted(known))}")
+    _check_names((only or []) + (force or []), steps)
     with _exclusive(root, profile), _terminate_as_interrupt():
         return _run_locked(root, profile, only, force, steps, timeout, log)
+
+
+def _check_names(names: list[str], steps: tuple[Step, ...] = STEPS) -> None:
+    known = {step.notebook for step in steps}
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"no notebook {name!r} in the pipeline; its notebooks are "
+                             f"{', '.join(sorted(known))} (a new notebook needs its Step in "
+                             "genmodels.pipeline.STEPS)")
 
 
 @contextlib.contextmanager
@@ -399,10 +408,8 @@ def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[St
 def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, ...], log) -> None:
     import nbformat
 
-    step = next((s for s in steps if s.notebook == notebook), None)
-    if step is None:
-        names = ", ".join(s.notebook for s in steps)
-        raise SystemExit(f"no notebook {notebook!r}; the notebooks are {names}")
+    _check_names([notebook], steps)
+    step = next(s for s in steps if s.notebook == notebook)
     manifest_path = _manifest_path(root, profile)
     manifest = _read_manifest(manifest_path)
     entry = manifest.get("notebooks", {}).get(notebook)
@@ -416,7 +423,12 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
         return {name: value for name, value in k.items() if name != "source"}
 
     if without_source(entry["key"]) != without_source(key):
-        raise SystemExit(f"{notebook}: its profile or the files it reads changed since it ran: run it")
+        ran_in = entry["key"].get("profile")
+        if {**without_source(entry["key"]), "profile": profile} == without_source(key):
+            cpu_note = f" ({GPU_ON_CPU}=1 on a machine without CUDA)" if ran_in == "gpu" else ""
+            raise SystemExit(f"{notebook}: its executed copy is a {ran_in} run: refresh it with "
+                             f"--profile {ran_in}{cpu_note}")
+        raise SystemExit(f"{notebook}: the files it reads changed since it ran: run it")
     source = nbformat.read(root / "notebooks" / f"{notebook}.ipynb", as_version=4)
     executed = nbformat.read(executed_path, as_version=4)
     ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
@@ -437,6 +449,9 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
             old.metadata["tags"], changed = tags, changed + 1
             if not tags:
                 del old.metadata["tags"]
+    if not changed and entry["key"] == key:
+        log(f"{notebook}: nothing to refresh; {executed_path.relative_to(root)} is left as it is")
+        return
     text = nbformat.writes(executed)
     copy = (text if text.endswith("\n") else text + "\n").encode()  # as nbformat.write leaves it
     entry.update(key=key, executed=hashlib.sha256(copy).hexdigest(),
@@ -538,6 +553,11 @@ def main(argv: list[str] | None = None) -> None:
                              "their executed copies (what their code runs unchanged)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
+    if not (args.root / "notebooks").is_dir():
+        parser.error(f"--root {args.root} holds no notebooks/ folder: give the repository's root")
+    if args.refresh_markdown and (args.only or args.force or args.all):
+        parser.error("--refresh-markdown names the notebooks it refreshes, and runs none: it takes no "
+                     "--only, --force or --all")
     if args.profile is not None and args.profile.strip().lower() == "gpu-dry":
         from genmodels.dryrun import run_gpu_dry
 
@@ -550,17 +570,25 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(record['notebooks']) - len(ran)} left to the smoke run; executed copies in "
               f"{args.root / 'book/_build/gpu-dry'}")
         return
-    profile = resolve_profile(args.profile)
+    try:
+        profile = resolve_profile(args.profile)
+    except ProfileError as error:
+        raise SystemExit(f"{error} (or gpu-dry: every notebook with the gpu profile's shapes, for a "
+                         "handful of steps)") from None
     if args.refresh_markdown:
         for notebook in args.refresh_markdown:
             refresh_markdown(args.root, notebook, profile)
         return
     if profile == "gpu" and not (args.only or args.all):
-        stale = plan(args.root, profile)
+        _check_names(args.force or [])
+        forced = set(args.force or [])
+        entries = _read_manifest(_manifest_path(args.root, profile)).get("notebooks", {})
+        stale = plan(args.root, profile, entries={k: v for k, v in entries.items() if k not in forced})
         print("The gpu profile is sized so that each notebook fits one command of at most 10 minutes on "
               "a lent GPU.\nRun these one at a time (each resumes through the manifest):")
         for step in stale:
-            print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}")
+            force = f" --force {step.notebook}" if step.notebook in forced else ""
+            print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}{force}")
         if not stale:
             print("  (nothing: every notebook is up to date)")
         else:

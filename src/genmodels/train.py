@@ -1221,6 +1221,7 @@ def _process_alive(pid: int) -> bool:
 
 
 if __name__ == "__main__":  # `python -m genmodels.train PROFILE` prints the profile it resolves to
-    import sys
-
-    print(resolve_profile(sys.argv[1] if len(sys.argv) > 1 else None))
+    try:
+        print(resolve_profile(sys.argv[1] if len(sys.argv) > 1 else None))
+    except ProfileError as error:
+        raise SystemExit(str(error)) from None

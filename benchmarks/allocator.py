@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import store_section  # benchmarks/timing.py, beside this script
+from timing import at_least_one, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, load_ddpm, loss_simple
 from genmodels.pipeline import KEEP_FREED_MEMORY
@@ -117,8 +117,9 @@ def measure(workload: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=8, help="timed calls per process")
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes per workload and arm")
+    parser.add_argument("--repeats", type=at_least_one, default=8, help="timed calls per process")
+    parser.add_argument("--processes", type=at_least_one, default=3,
+                        help="fresh processes per workload and arm")
     parser.add_argument("--child", choices=sorted(WORKLOADS.values()), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from timing import at_least_one  # noqa: E402  (benchmarks/timing.py, beside this script)
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 
 from genmodels.data import load_mnist  # noqa: E402
@@ -207,9 +209,9 @@ def earlier_curves(stored: dict, this_scoring: tuple, compare: list[str], add_to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--evaluate-every", type=int, default=500)
-    parser.add_argument("--n-fid", type=int, default=1000)
+    parser.add_argument("--steps", type=at_least_one, default=1500)
+    parser.add_argument("--evaluate-every", type=at_least_one, default=500)
+    parser.add_argument("--n-fid", type=at_least_one, default=1000)
     parser.add_argument("--bf16", action="store_true", help="train and sample under bf16 autocast")
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), metavar="NAME",
                         help="measure only these recipes (default: all)")
@@ -223,10 +225,17 @@ def main() -> None:
                         help="the entry of results/benchmarks.json (and results/NAME.png) to write")
     args = parser.parse_args()
     path = ROOT / "results" / "benchmarks.json"
+    stored_sections = json.loads(path.read_text()) if path.exists() else {}
+    if not re.fullmatch(r"[a-z0-9_]+", args.section):
+        parser.error(f"--section {args.section!r}: a name of lower-case letters, digits and _ (it also names "
+                     "results/NAME.png)")
+    if args.section in stored_sections and "recipes" not in stored_sections[args.section]:
+        parser.error(f"--section {args.section}: results/benchmarks.json holds another benchmark's section "
+                     "of that name (no recipes in it); choose a new name")
     classifier_sha256 = file_sha256(ROOT / "checkpoints" / "mnist-classifier.pt")
     # checked before any training: curves of earlier runs to draw beside these, and with --add the
     # section's stored recipes, which this run's join
-    compared, kept = earlier_curves(json.loads(path.read_text()) if path.exists() else {},
+    compared, kept = earlier_curves(stored_sections,
                                     (classifier_sha256, args.n_fid, args.bf16), args.compare,
                                     args.section if args.add else None, args.only or ())
     data = load_mnist(train=True).data.float().div(127.5).sub(1)[:, None]  # (60000, 1, 28, 28) in [-1, 1]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import store_section  # benchmarks/timing.py, beside this script
+from timing import at_least_one, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import (
@@ -64,9 +64,9 @@ SAMPLERS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="images per sampler and seed")
+    parser.add_argument("--n", type=at_least_one, default=1000, help="images per sampler and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--calls", type=int, nargs="+", default=[20])
+    parser.add_argument("--calls", type=at_least_one, nargs="+", default=[20])
     parser.add_argument("--only", nargs="+", choices=sorted(SAMPLERS), metavar="NAME")
     args = parser.parse_args()
     checkpoint = ROOT / "checkpoints" / "ddpm.pt"

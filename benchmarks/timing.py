@@ -1,6 +1,7 @@
 """What the benchmark scripts share: timing a step after warm-up, and storing what was measured in
 results/benchmarks.json with where and when it was measured."""
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -12,8 +13,21 @@ from genmodels.train import git_commit, hardware, modified_code, write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of a count (repeats, processes, images, steps): a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def timed(step, repeats: int) -> float:
     """Seconds per call of ``step``, after two warm-up calls (which also compile, under torch.compile)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}: a time per call needs a timed call")
     step()
     step()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import torch
-from timing import store_section, timed  # benchmarks/timing.py, beside this script
+from timing import at_least_one, store_section, timed  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
 from genmodels.train import hardware, read_checkpoint
@@ -132,7 +132,7 @@ def ddpm_step():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=at_least_one, default=20)
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"{hardware('cpu')}, torch {torch.__version__}")

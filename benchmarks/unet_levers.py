@@ -19,7 +19,7 @@ import contextlib
 import time
 
 import torch
-from timing import store_section, timed  # benchmarks/timing.py, beside this script
+from timing import at_least_one, store_section, timed  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import NoiseSchedule, loss_simple
@@ -94,8 +94,8 @@ def loss_after_training(channels, steps=150, batch=128, bf16=False, channels_las
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--channels", type=at_least_one, default=16)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
     threads = torch.get_num_threads()

@@ -20,7 +20,9 @@ def load(name: str):
 
 @pytest.fixture(scope="module")
 def recipes():
-    return load("ddpm_recipes")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports benchmarks/timing.py from there
+        yield load("ddpm_recipes")
 
 
 SCORED = ("abc", 1000, True)  # classifier hash, N, bf16
@@ -114,3 +116,16 @@ def test_training_throughput_builds_the_cpu_profiles_networks():
     if published["profile"] != "cpu":  # without the cpu run's record: a clear refusal, not the gpu network
         with pytest.raises(SystemExit, match="ddpm.pt was trained in the gpu profile and no record"):
             throughput.config_of("ddpm.pt", UNetConfig, cpu_records={})
+
+
+def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(beside):
+    import argparse
+
+    timing = load("timing")
+    assert timing.at_least_one("3") == 3
+    for text, says in (("0", "at least 1, got 0"), ("-1", "at least 1, got -1"),
+                       ("2.5", "not a whole number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            timing.at_least_one(text)
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        timing.timed(lambda: None, 0)  # a negative count used to give negative images per second

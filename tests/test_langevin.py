@@ -260,11 +260,11 @@ def test_bad_inputs_are_refused_with_what_to_do():
             mala_sample(gaussian_log_prob, gaussian_score, x0, bad, 10)
         with pytest.raises(ValueError, match="step_size must be positive"):
             annealed_langevin_sample(lambda x, i: gaussian_score(x), x0, [1.0, 0.1], bad, 10)
-    with pytest.raises(ValueError, match="n_steps must be at least 1"):
+    with pytest.raises(ValueError, match="n_steps must be a whole number, at least 1"):
         langevin_sample(gaussian_score, x0, 0.1, 0)
-    with pytest.raises(ValueError, match="n_steps must be at least 1"):
+    with pytest.raises(ValueError, match="n_steps must be a whole number, at least 1"):
         mala_sample(gaussian_log_prob, gaussian_score, x0, 0.1, 0)
-    with pytest.raises(ValueError, match="steps_per_level must be at least 1"):
+    with pytest.raises(ValueError, match="steps_per_level must be a whole number, at least 1"):
         annealed_langevin_sample(lambda x, i: gaussian_score(x), x0, [1.0, 0.1], 0.1, 0)
     for sigmas, message in (([], "sigmas is empty"), ([1.0, 0.0], "must all be positive"),
                             ([0.1, 1.0], "strictly decreasing"), ([1.0, 1.0, 0.5], "strictly decreasing")):

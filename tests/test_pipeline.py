@@ -337,7 +337,7 @@ def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, caps
     printed = capsys.readouterr().out
     commands = [line.strip() for line in printed.splitlines() if "--only" in line]
     stale = [step.notebook for step in plan(ROOT, "gpu")]  # those not yet run in the gpu profile, and after
-    assert [c.split("--only ")[1] for c in commands] == stale
+    assert [c.split("--only ")[1].split()[0] for c in commands] == stale
     assert stale or "nothing: every notebook is up to date" in printed
     assert stale == [step.notebook for step in STEPS if step.notebook in stale]  # in dependency order
     assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)
@@ -347,8 +347,14 @@ def test_the_gpu_plan_takes_force_and_checks_its_names(monkeypatch, capsys):
     monkeypatch.setenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", "1")
     pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--force", "01_data"])
     commands = [line.strip() for line in capsys.readouterr().out.splitlines() if "--only" in line]
-    assert commands[0].endswith("--only 01_data --force 01_data")  # first, and forced
+    assert "--only 01_data --force 01_data   #" in commands[0]  # first, and forced
     assert all("--force" not in c for c in commands[1:])
+    manifest = json.loads((ROOT / "results/pipeline.json").read_text())["notebooks"]
+    for command in commands:  # what each took on a GPU last time, where one ran it: the lease's budget
+        entry = manifest[command.split("--only ")[1].split()[0]]
+        ran_on_gpu = entry["key"]["profile"] == "gpu"
+        assert (f"took {entry['wall_seconds']:.0f} s on {entry['hardware']}" in command) is ran_on_gpu
+        assert ("no gpu run of it recorded yet" in command) is not ran_on_gpu
     with pytest.raises(SystemExit, match="no notebook '01_dta' in the pipeline.*STEPS"):
         pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--force", "01_dta"])
 

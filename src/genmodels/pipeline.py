@@ -586,12 +586,22 @@ def main(argv: list[str] | None = None) -> None:
         stale = plan(args.root, profile, entries={k: v for k, v in entries.items() if k not in forced})
         print("The gpu profile is sized so that each notebook fits one command of at most 10 minutes on "
               "a lent GPU.\nRun these one at a time (each resumes through the manifest):")
+        recorded = []
         for step in stale:
             force = f" --force {step.notebook}" if step.notebook in forced else ""
-            print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}{force}")
+            last = entries.get(step.notebook, {})
+            if last.get("key", {}).get("profile") == "gpu" and "wall_seconds" in last:
+                recorded.append(last["wall_seconds"])
+                took = f"its last gpu run took {last['wall_seconds']:.0f} s on {last.get('hardware', '?')}"
+            else:
+                took = "no gpu run of it recorded yet"
+            print(f"  {sys.executable} -m genmodels.pipeline --profile gpu --only {step.notebook}{force}"
+                  f"   # {took}")
         if not stale:
             print("  (nothing: every notebook is up to date)")
         else:
+            print(f"Recorded gpu time of these: {sum(recorded) / 60:.1f} minutes for {len(recorded)} of "
+                  f"{len(stale)}, from the manifest ({_manifest_path(args.root, profile)}).")
             print("A machine that starts every command from a fresh copy of the repository must get back "
                   "what each command\npublished (checkpoints/, results/, book/notebooks/) before the "
                   "next, or a later notebook reads the old\ncheckpoints: there, run a notebook and those "

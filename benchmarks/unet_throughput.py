@@ -12,6 +12,7 @@ import argparse
 import time
 
 import torch
+from timing import at_least_one  # benchmarks/timing.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
@@ -80,8 +81,8 @@ def measure(channels: int, device: torch.device, schedule: NoiseSchedule, batche
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("channels", nargs="*", type=int, default=[16, 32, 64])
-    parser.add_argument("--batches", nargs="+", type=int, default=None)
+    parser.add_argument("channels", nargs="*", type=at_least_one, default=[16, 32, 64])
+    parser.add_argument("--batches", nargs="+", type=at_least_one, default=None)
     parser.add_argument("--compile", action="store_true", help="also time the forward under torch.compile")
     parser.add_argument("--profile", action="store_true", help="print the operators that take the time")
     args = parser.parse_args()

@@ -323,6 +323,30 @@ def test_ctrl_c_during_the_renames_waits_for_the_set_to_be_whole(published, monk
     assert read_checkpoint(published / "a.pt")["extra"]["record"]["profile"] == "gpu"
 
 
+def test_two_publishers_in_one_folder_keep_each_others_lines(tmp_path):
+    """A notebook run by hand publishes while `make results` does: each reads SHA256SUMS, adds its line
+    and writes it back, so without the folder's lock the later writer would drop the other's line."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from torch import nn
+        from genmodels import train
+        real = train.write_together
+        def slow(files):  # SHA256SUMS has been read: let the other publisher try now
+            print("read", flush=True)
+            time.sleep(1.5)
+            real(files)
+        train.write_together = slow
+        train.publish_checkpoint(Path(sys.argv[1]) / "a.pt", nn.Linear(2, 2), config={}, record={})
+    """), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "read"
+    publish_checkpoint(tmp_path / "b.pt", nn.Linear(2, 2), config={}, record={})  # waits for the lock
+    assert child.wait(timeout=120) == 0
+    assert sorted(train.read_sha256sums(tmp_path / "SHA256SUMS")) == ["a.pt", "b.pt"]
+    for name in ("a.pt", "b.pt"):
+        load_checkpoint(tmp_path / name, nn.Linear(2, 2))
+
+
 def test_an_unreadable_journal_is_a_clear_error_that_changes_nothing(tmp_path):
     write_json(tmp_path / "metrics.json", {"fid": 1.0})
     journal = tmp_path / f"{train.JOURNAL}.1-abc.json"  # nobody holds its lock: its writer is gone

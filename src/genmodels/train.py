@@ -757,6 +757,21 @@ def verify_published(path: str | os.PathLike) -> None:
             )
 
 
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder itself (no lock file to leave behind) while the block
+    runs; where folders cannot be locked (Windows), nothing is held."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def publish_checkpoint(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -770,15 +785,15 @@ def publish_checkpoint(
     (``record`` plus checksum, commit and sizes), and its line in the folder's ``SHA256SUMS``.
 
     ``extra`` (e.g. sample snapshots) goes into the ``.pt`` file only. Returns the JSON record.
-    The three files are replaced together: ``SHA256SUMS`` is read first, all three are written
-    under temporary names, and only then renamed; if a rename fails, the old files come back.
+    The three files are replaced together: ``SHA256SUMS`` is read (under the folder's publishing
+    lock, so that two publishers keep each other's lines), all three are written under temporary
+    names, and only then renamed; if a rename fails, the old files come back.
     """
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"publish a checkpoint to a .pt file, not {path}: its record goes beside it "
                          f"as {path.with_suffix('.json').name}")
     sums_path, record_path = path.parent / "SHA256SUMS", path.with_suffix(".json")
-    sums = read_sha256sums(sums_path)  # a malformed file stops us before anything is written
     payload = _payload(model, None, config, step, {**(extra or {}), "record": record}, None)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -794,10 +809,14 @@ def publish_checkpoint(
         "commit": git_commit(),
         "modified_code": modified_code(),
     }
-    sums[path.name] = full_record["sha256"]
-    sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
-    write_together({path: weights, record_path: json_text(full_record).encode(),
-                    sums_path: sums_text.encode()})
+    _refuse_protected(sums_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_locked(path.parent):  # two publishers reading SHA256SUMS at once: a line lost
+        sums = read_sha256sums(sums_path)  # a malformed file stops us before anything is written
+        sums[path.name] = full_record["sha256"]
+        sums_text = "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+        write_together({path: weights, record_path: json_text(full_record).encode(),
+                        sums_path: sums_text.encode()})
     return full_record
 
 

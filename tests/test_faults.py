@@ -323,6 +323,32 @@ def test_ctrl_c_during_the_renames_waits_for_the_set_to_be_whole(published, monk
     assert read_checkpoint(published / "a.pt")["extra"]["record"]["profile"] == "gpu"
 
 
+def test_a_checkpoint_killed_while_being_staged_leaves_no_temporary_behind(published):
+    """Killed while writing the new weights (the longest step), before any journal: the old set is
+    whole, and the half-written temporary of the dead process goes with the next read."""
+    before = snapshot(published)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import os, signal, sys
+        from pathlib import Path
+        from torch import nn
+        from genmodels import train
+        def dies(f):
+            f.write(b"half a checkpoint")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        real = train._stage
+        train._stage = lambda final, write: real(final, dies)
+        train.publish_checkpoint(Path(sys.argv[1]) / "a.pt", nn.Linear(32, 32), config={}, record={})
+    """), str(published)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (left,) = [p for p in published.iterdir() if p.name not in before]
+    assert left.name.startswith(f".a.pt.{train.STAGED}") and left.read_bytes() == b"half a checkpoint"
+    ours = train._stage(published / "c.pt", lambda f: f.write(b"staged by this live process"))
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))  # the old one, verified
+    assert sorted(p.name for p in published.iterdir()) == sorted([*before, ours.name])  # ours is kept
+    ours.unlink()
+
+
 def test_two_publishers_in_one_folder_keep_each_others_lines(tmp_path):
     """A notebook run by hand publishes while `make results` does: each reads SHA256SUMS, adds its line
     and writes it back, so without the folder's lock the later writer would drop the other's line."""

@@ -345,7 +345,8 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write a temporary file beside ``final`` with ``write``, flushed to disk; return its path."""
     _refuse_protected(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{STAGED}{os.getpid()}-",
+                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -358,6 +359,7 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     return Path(name)
 
 
+STAGED = "staged-by-"  # in a temporary's name, before the id of the process that writes it
 JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}-{random}.json: a set of files being replaced
 PATIENCE = 60.0  # seconds to wait for another process that is replacing files in a folder we read
 
@@ -476,7 +478,8 @@ def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     leave, say, a new checkpoint beside its old checksum. Its journal (see :class:`_Journal`) says
     which temporaries were still to be renamed over which files: they are renamed now, so the set is
     the new one throughout; a set that was being undone, or whose journals were not all written yet
-    (then no rename had begun), gets its old files back. Journals of live writers are waited for.
+    (then no rename had begun), gets its old files back. Journals of live writers are waited for;
+    files that dead processes were still staging (say, a checkpoint killed halfway) are removed.
     Called before every write (:func:`write_together`, :func:`save_checkpoint`, the pipeline's executed
     copies) and every read of a published file; returns the files it changed.
     """
@@ -493,6 +496,11 @@ def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
         with _claimed(half_written) as unfinished:
             if unfinished:
                 half_written.unlink(missing_ok=True)
+    leftovers = [] if any(folder.glob(f"{JOURNAL}.*.json")) else folder.glob(f".*.{STAGED}*.tmp")
+    for staged in leftovers:  # a file its writer died writing (a checkpoint's megabytes; only its
+        pid = staged.name.rpartition(STAGED)[2].split("-")[0]  # writer uses it), none a journal names
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            staged.unlink(missing_ok=True)
     return changed
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,8 @@ def test_a_set_whose_journals_were_not_all_written_is_undone_and_later_writes_su
     train.write_together({first / "01.ipynb": b"v3"})  # finds the other journal first, and undoes it
     assert (first / "01.ipynb").read_bytes() == b"v3"
     assert json.loads((second / "pipeline.json").read_text()) == "v3"
-    assert journals_and_leftovers(first, second) == []
+    (half_written,) = journals_and_leftovers(first, second)  # the journal it died writing: it may
+    assert half_written.startswith(f".{train.JOURNAL}.")  # be another machine's, so it waits to age
 
 
 def test_a_set_killed_while_being_undone_is_undone(published, tmp_path_factory):
@@ -343,10 +345,114 @@ def test_a_checkpoint_killed_while_being_staged_leaves_no_temporary_behind(publi
     assert done.returncode == -signal.SIGKILL, done.stderr
     (left,) = [p for p in published.iterdir() if p.name not in before]
     assert left.name.startswith(f".a.pt.{train.STAGED}") and left.read_bytes() == b"half a checkpoint"
-    ours = train._stage(published / "c.pt", lambda f: f.write(b"staged by this live process"))
     load_checkpoint(published / "a.pt", nn.Linear(32, 32))  # the old one, verified
+    assert left.exists()  # a writer takes seconds, but this one may still be running elsewhere
+    hours_ago = time.time() - 2 * train.ABANDONED
+    os.utime(left, (hours_ago, hours_ago))  # abandoned
+    ours = train._stage(published / "c.pt", lambda f: f.write(b"staged by this live process"))
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))
     assert sorted(p.name for p in published.iterdir()) == sorted([*before, ours.name])  # ours is kept
     ours.unlink()
+
+
+def fail_renames(monkeypatch, *, data: int, restore: bool = False) -> None:
+    """os.replace raises OSError at the ``data``-th rename of a file of the set, and (``restore``)
+    when a backup is renamed back."""
+    real_replace, calls = os.replace, []
+
+    def replace(source, destination):
+        if str(source).endswith(".previous"):
+            if restore:
+                raise OSError("input/output error")
+        elif not Path(destination).name.startswith(train.JOURNAL):
+            calls.append(destination)
+            if len(calls) == data:
+                raise OSError("no space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(train.os, "replace", replace)
+
+
+def three_files(folder: Path, content: bytes) -> dict[Path, bytes]:
+    return {folder / name: content for name in ("x", "y", "z")}
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+
+def test_a_set_that_cannot_be_marked_as_undone_is_left_whole_for_recovery(tmp_path, monkeypatch):
+    """The third rename fails, and so does writing the marks that say the set is being undone: then
+    nothing is restored (a kill halfway would leave a mix no journal explains); the journal stays, and
+    recovery completes the set."""
+    train.write_together(three_files(tmp_path, b"old"))
+    fail_renames(monkeypatch, data=3)
+    monkeypatch.setattr(train._Journal, "turn_back", lambda self: (_ for _ in ()).throw(OSError("full")))
+    with pytest.raises(OSError, match="no space left"):
+        train.write_together(three_files(tmp_path, b"new"))
+    monkeypatch.undo()
+    assert contents(tmp_path) == {"x": b"new", "y": b"new", "z": b"old"}  # as left, journaled
+    assert len(list(tmp_path.glob(f"{train.JOURNAL}.*.json"))) == 1
+    finish_interrupted_writes(tmp_path)
+    assert contents(tmp_path) == {"x": b"new", "y": b"new", "z": b"new"}
+    assert journals_and_leftovers(tmp_path) == []
+
+
+def test_a_set_whose_old_files_cannot_be_restored_keeps_its_journal_and_marks(tmp_path, monkeypatch):
+    train.write_together(three_files(tmp_path, b"old"))
+    fail_renames(monkeypatch, data=3, restore=True)
+    with pytest.raises(OSError, match="no space left"):
+        train.write_together(three_files(tmp_path, b"new"))
+    monkeypatch.undo()
+    assert len(list(tmp_path.glob(f"{train.JOURNAL}.*.back"))) == 1  # being undone, and still to undo
+    finish_interrupted_writes(tmp_path)
+    assert contents(tmp_path) == {"x": b"old", "y": b"old", "z": b"old"}
+    assert journals_and_leftovers(tmp_path) == []
+
+
+def test_one_file_alone_is_replaced_without_a_backup_to_leave_behind(tmp_path):
+    write_json(tmp_path / "metrics.json", {"fid": 1.0})
+    killed_at_rename(1, """
+        train.write_json(Path(sys.argv[3]) / "metrics.json", {"fid": 2.0})
+    """, str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".metrics.json.staged")] == [
+        "metrics.json"]  # no .previous: a single rename happens or does not
+
+
+def test_two_recoveries_of_one_set_do_not_trip_over_each_other(tmp_path, monkeypatch):
+    """Two readers in the set's two folders finish it at once: what the other did first is skipped."""
+    first, second = tmp_path / "book", tmp_path / "results"
+    train.write_together({first / "a": b"old", second / "b": b"old"})
+    killed_at_rename(1, """
+        train.write_together({Path(sys.argv[3]) / "a": b"new", Path(sys.argv[4]) / "b": b"new"})
+    """, str(first), str(second))
+    real_replace = os.replace
+
+    def the_other_reader_is_faster(source, destination):
+        real_replace(source, destination)  # done by the other recovery, just before this one
+        real_replace(source, destination)  # FileNotFoundError
+
+    monkeypatch.setattr(train.os, "replace", the_other_reader_is_faster)
+    finish_interrupted_writes(second)
+    monkeypatch.undo()
+    assert (first / "a").read_bytes() == b"new" and (second / "b").read_bytes() == b"new"
+    assert journals_and_leftovers(first, second) == []
+
+
+def test_reading_a_protected_folder_removes_nothing(published, monkeypatch):
+    """The test suite and gpu-dry fingerprint the published folders: a read there deletes no leftover."""
+    mark = published / f"{train.JOURNAL}.1-abc.back"
+    mark.write_bytes(b"")
+    stale = published / f".a.pt.{train.STAGED}1-xyz.tmp"
+    stale.write_bytes(b"half")
+    hours_ago = time.time() - 2 * train.ABANDONED
+    os.utime(stale, (hours_ago, hours_ago))
+    monkeypatch.setenv(train.PROTECTED, str(published))
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))
+    assert mark.exists() and stale.exists()
+    monkeypatch.delenv(train.PROTECTED)
+    load_checkpoint(published / "a.pt", nn.Linear(32, 32))
+    assert not mark.exists() and not stale.exists()
 
 
 def test_two_publishers_in_one_folder_keep_each_others_lines(tmp_path):

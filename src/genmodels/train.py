@@ -362,10 +362,12 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
 STAGED = "staged-by-"  # in a temporary's name, before the id of the process that writes it
 JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}-{random}.json: a set of files being replaced
 PATIENCE = 60.0  # seconds to wait for another process that is replacing files in a folder we read
+ABANDONED = 3600.0  # seconds after which a temporary of a writer that is gone may be removed
 
 
-def _backup_of(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.previous")
+def _backup_of(final: Path, token: str) -> Path:
+    """The second name the old content of ``final`` keeps while the set ``token`` replaces it."""
+    return final.with_name(f".{final.name}.{token}.previous")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -389,7 +391,8 @@ class _Journal:
 
     def __init__(self, staged: list[tuple[Path, Path]]):
         self.staged = staged
-        name = f"{JOURNAL}.{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # this set's: no other set's backups
+        name = f"{JOURNAL}.{self.token}.json"
         self.folders = sorted({final.parent.resolve() for _, final in staged})
         self.paths = [folder / name for folder in self.folders]
         self.handles: list[BinaryIO] = []
@@ -399,7 +402,8 @@ class _Journal:
             def relative(file: Path, folder=folder) -> str:  # the folder resolved, the name kept: a
                 return os.path.relpath(file.parent.resolve() / file.name, folder)  # link stays a link
             note = {"renames": [{"temporary": relative(temporary), "final": relative(final),
-                                 "backup": relative(_backup_of(final)), "existed": final.exists()}
+                                 "backup": relative(_backup_of(final, self.token)),
+                                 "existed": final.exists()}
                                 for temporary, final in self.staged],
                     "journals": [relative(other) for other in self.paths]}
             _refuse_protected(path)
@@ -409,6 +413,7 @@ class _Journal:
             try:
                 if fcntl is not None:
                     fcntl.flock(handle, fcntl.LOCK_EX)  # from its first byte: see finish_interrupted_writes
+                os.chmod(temporary, 0o644)  # readers of the folder read it too
                 handle.write(json_text(note).encode())
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -419,21 +424,25 @@ class _Journal:
 
     def turn_back(self) -> None:
         """Say, beside each journal, that this set is being undone: if the process dies while it
-        restores the old files, recovery finishes restoring them rather than completing the new set."""
-        with contextlib.suppress(OSError):  # without the marks, recovery completes the set: also whole
-            for path in self.paths:
-                if path.exists():
-                    path.with_suffix(".back").write_bytes(b"")
-            for folder in self.folders:
-                _fsync_folder(folder)
+        restores the old files, recovery finishes restoring them rather than completing the new set.
+        Raises OSError if a mark cannot be written: then nothing may be restored (see _replace_all)."""
+        for path in self.paths:
+            if path.exists():
+                path.with_suffix(".back").write_bytes(b"")
+        for folder in self.folders:
+            _fsync_folder(folder)
 
     def remove(self) -> None:
         for path in self.paths:  # the journals before their marks: a lone mark means nothing
             path.unlink(missing_ok=True)
         for path in self.paths:
             path.with_suffix(".back").unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the locks, leaving the journals for recovery to finish the set."""
         for handle in self.handles:
-            handle.close()  # releases the lock
+            handle.close()
 
 
 @contextlib.contextmanager
@@ -479,7 +488,8 @@ def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
     which temporaries were still to be renamed over which files: they are renamed now, so the set is
     the new one throughout; a set that was being undone, or whose journals were not all written yet
     (then no rename had begun), gets its old files back. Journals of live writers are waited for;
-    files that dead processes were still staging (say, a checkpoint killed halfway) are removed.
+    files that dead writers were still staging (a checkpoint killed halfway) go once abandoned
+    (:func:`_sweep`).
     Called before every write (:func:`write_together`, :func:`save_checkpoint`, the pipeline's executed
     copies) and every read of a published file; returns the files it changed.
     """
@@ -489,24 +499,37 @@ def finish_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
         with _claimed(journal) as unfinished:
             if unfinished:
                 changed += _finish(folder, journal)
-    for mark in folder.glob(f"{JOURNAL}.*.back"):  # left by a writer killed between the two
-        if not mark.with_suffix(".json").exists():
-            mark.unlink(missing_ok=True)
-    for half_written in folder.glob(f".{JOURNAL}.*.json.*.tmp"):  # a journal its writer died writing
-        with _claimed(half_written) as unfinished:
-            if unfinished:
-                half_written.unlink(missing_ok=True)
-    leftovers = [] if any(folder.glob(f"{JOURNAL}.*.json")) else folder.glob(f".*.{STAGED}*.tmp")
-    for staged in leftovers:  # a file its writer died writing (a checkpoint's megabytes; only its
-        pid = staged.name.rpartition(STAGED)[2].split("-")[0]  # writer uses it), none a journal names
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            staged.unlink(missing_ok=True)
+    _sweep(folder)
     return changed
+
+
+def _sweep(folder: Path) -> None:
+    """Remove, as far as it can, what dead writers left in ``folder`` that no journal names: marks
+    without their journal, and journals and staged files (a checkpoint's megabytes) that their
+    writers died writing, once older than :data:`ABANDONED` seconds (a writer takes seconds; age
+    tells a dead one even from a process of another machine or container). Never in a protected
+    folder; a folder that cannot be written keeps them, and the read goes on."""
+    try:
+        _refuse_protected(folder / STAGED)
+    except PermissionError:
+        return
+    if any(folder.glob(f"{JOURNAL}.*.json")):
+        return  # a set being written, or left to finish: its files are its journal's
+    now = time.time()
+    for leftover in [*folder.glob(f"{JOURNAL}.*.back"), *folder.glob(f".{JOURNAL}.*.json.*.tmp"),
+                     *folder.glob(f".*.{STAGED}*.tmp")]:
+        with contextlib.suppress(OSError):
+            if leftover.suffix == ".back" or now - leftover.stat().st_mtime > ABANDONED:
+                leftover.unlink()
 
 
 def _finish(folder: Path, journal: Path) -> list[Path]:
     try:
-        note = json.loads(journal.read_text())
+        text = journal.read_text()
+    except FileNotFoundError:
+        return []  # finished from another of its folders meanwhile
+    try:
+        note = json.loads(text)
         renames = [(folder / r["temporary"], folder / r["final"], folder / r["backup"], bool(r["existed"]))
                    for r in note["renames"]]
         journals = [folder / other for other in note["journals"]]
@@ -521,15 +544,16 @@ def _finish(folder: Path, journal: Path) -> list[Path]:
     try:
         for temporary, final, backup, existed in renames:
             _refuse_protected(final)
-            if forward and temporary.exists():
-                os.replace(temporary, final)
-                changed.append(final)
-            elif undo and backup.exists():
-                os.replace(backup, final)
-                changed.append(final)
-            elif undo and not existed and final.exists():
-                final.unlink()
-                changed.append(final)
+            with contextlib.suppress(FileNotFoundError):  # gone: another recovery of the set did it
+                if forward and temporary.exists():
+                    os.replace(temporary, final)
+                    changed.append(final)
+                elif undo and backup.exists():
+                    os.replace(backup, final)
+                    changed.append(final)
+                elif undo and not existed and final.exists():
+                    final.unlink()
+                    changed.append(final)
         for place in {final.parent for _, final, _, _ in renames}:
             _fsync_folder(place)
         for temporary, _, backup, _ in renames:
@@ -539,7 +563,7 @@ def _finish(folder: Path, journal: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         for path in journals:
             path.with_suffix(".back").unlink(missing_ok=True)
-    except PermissionError as error:
+    except OSError as error:  # a protected or read-only folder, a full disk
         raise CheckpointError(
             f"a process killed while replacing files left an unfinished set in {folder} ({journal.name}), "
             f"and it cannot be finished here ({error}). The next read or write of {folder} where writing "
@@ -554,14 +578,14 @@ def _finish(folder: Path, journal: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) and SIGTERM until the block is done, so that they stop a set of renames
+    """Hold Ctrl-C (SIGINT), SIGTERM and SIGHUP until the block is done, so that they stop a set of renames
     before or after it, never halfway (in the main thread; elsewhere Python delivers no signals)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
     previous = {}
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
         handler = signal.getsignal(number)
         if handler is not None:  # None: a handler Python did not install, which it cannot restore
             previous[number] = signal.signal(number, lambda n, frame: received.append(n))
@@ -581,44 +605,58 @@ def _replace_all(staged: list[tuple[Path, Path]]) -> None:
     its renames leaves it for the next read or write to finish; Ctrl-C waits for the renames. Callers
     finish what an earlier writer left in the folders first (:func:`finish_interrupted_writes`)."""
     journal = _Journal(staged) if len(staged) > 1 else None
-    previous: list[tuple[Path, Path | None]] = []  # destination, and a second name for its old content
-    succeeded = False
+    renamed: list[tuple[Path, Path | None, bool]] = []  # replaced: a second name for its old content
+    backups: list[Path] = []
+    outcome = "left"  # "done", "undone", or "left" to finish_interrupted_writes with the journals
     with _signals_held():
         try:
             if journal is not None:
                 journal.write()
             for temporary, final in staged:
-                backup = None
-                if final.exists():
-                    backup = _backup_of(final)
+                existed, backup = final.exists(), None
+                if journal is not None and existed:  # one file alone is replaced or not: no backup
+                    backup = _backup_of(final, journal.token)
                     try:
                         os.link(final, backup)  # a second name, no copy
                     except OSError:  # a file system without hard links
                         shutil.copy2(final, backup)
-                previous.append((final, backup))
+                    backups.append(backup)
                 os.replace(temporary, final)
+                renamed.append((final, backup, existed))
             for folder in journal.folders if journal is not None else []:
                 _fsync_folder(folder)  # the renames on disk before their journals go
-            succeeded = True
+            outcome = "done"
         except BaseException:
-            if journal is not None:
-                journal.turn_back()
-            for final, backup in reversed(previous):
-                if backup is None:
-                    final.unlink(missing_ok=True)  # it did not exist before
-                elif not (final.exists() and os.path.samefile(final, backup)):
-                    os.replace(backup, final)
+            outcome = "undone" if _undo(journal, renamed) else "left"
             raise
         finally:
-            for temporary, _ in staged:
-                temporary.unlink(missing_ok=True)
-            for final, backup in previous:  # keep a backup only where restoring it failed
-                if backup is not None and backup.exists() and (
-                    succeeded or (final.exists() and os.path.samefile(final, backup))
-                ):
-                    backup.unlink()
-            if journal is not None:
-                journal.remove()
+            if outcome == "left":  # the journals, temporaries and backups say what recovery does
+                journal.release()
+            else:
+                for temporary, _ in staged:
+                    temporary.unlink(missing_ok=True)
+                for backup in backups:
+                    backup.unlink(missing_ok=True)
+                if journal is not None:
+                    journal.remove()
+
+
+def _undo(journal: _Journal | None, renamed: list[tuple[Path, Path | None, bool]]) -> bool:
+    """Give the files already replaced their old content back, after marking the set as being undone
+    (so that a kill meanwhile is undone by recovery too). False where that could not be done: then
+    the set is left, journaled, for :func:`finish_interrupted_writes`."""
+    if not renamed:
+        return True
+    try:
+        journal.turn_back()  # several files: renamed is empty for one whose rename failed
+        for final, backup, existed in reversed(renamed):
+            if backup is not None:
+                os.replace(backup, final)
+            elif not existed:
+                final.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:

@@ -631,8 +631,9 @@ glue("vae_profile", profile)
 # ### Which latent dimensions are used, and what the gap to the bound is made of
 #
 # A latent dimension is *active* (Burda et al.) when the encoder's mean moves with the input,
-# $\mathrm{Var}_x\big(\mu_{\phi,j}(x)\big) > 0.01$; an inactive one has collapsed onto the prior,
-# where its KL term is zero and it carries no information about $x$. The gap between the ELBO and
+# $\mathrm{Var}_x\big(\mu_{\phi,j}(x)\big) > 0.01$; in an inactive one the mean hardly moves, and
+# typically $\sigma_j$ is close to 1 too: $q$ is then close to the prior there, its KL term near
+# zero, and it carries almost nothing about $x$. The gap between the ELBO and
 # $\log p_\theta(x)$ is $\mathrm{KL}(q_\phi(z \mid x) \,\|\, p_\theta(z \mid x))$, and it has two
 # sources (Cremer et al., 2018): the *amortization* gap, because one encoder network serves all
 # images, and the *approximation* gap, because even the best diagonal Gaussian is not the

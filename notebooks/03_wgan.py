@@ -412,7 +412,8 @@ glue("wgan_toy_iterations", f"{steps[-1]:,}")
 # the right panel compare its estimate with the exact W1. Two caveats in reading them: the exact value
 # between finite samples has a floor above 0 (two samples of the data are that far apart), so it
 # overestimates the W1 between the distributions, and the critic's estimate is a lower bound only as
-# far as the penalty really keeps $f$ 1-Lipschitz and the critic has found the supremum. A critic
+# far as the penalty really keeps $f$ 1-Lipschitz (and, from finite samples, only up to sampling
+# noise); it equals W1 only if the critic has also found the supremum. A critic
 # that lags behind a generator that has just moved can even estimate below 0, which no distance can.
 
 # %% [markdown]
@@ -638,8 +639,9 @@ glue("wgan_curves_figure", fig)
 # %% [markdown]
 # Gulrajani et al.'s diagnostic of weight clipping: the distribution of the critic's weights after
 # training. RMSProp pushes a clipped weight against the wall of its box whenever the gradient keeps
-# pointing outwards, so the weights pile up at $\pm c$; a critic with most weights at the walls
-# spends its capacity on being Lipschitz rather than on telling the images apart. The penalized
+# pointing outwards, so the weights pile up at $\pm c$ (an even spread over the box would put 1 % of
+# them within 1 % of the walls; the share is printed below); a critic with many of its weights at
+# the walls spends its capacity on being Lipschitz rather than on telling the images apart. The penalized
 # critic's weights are free to take any value.
 
 # %% tags=["hide-input"]

@@ -301,8 +301,9 @@ assert lecture_corr > 0.9 > 0.1 > abs(
 # closed form (`gaussian_data_eps`): $x_t$ and $\epsilon$ are jointly Gaussian, so
 # $\mathbb{E}[\epsilon \mid x_t]$ is a linear function of $x_t$. Driven by it, Algorithm 2 and DDIM
 # must return samples with mean $m$ and covariance $S$: this tests the samplers' every coefficient
-# at once. With the same predictor the variational bound, summed over all $T$ terms, must come
-# close to the data's true negative log-likelihood.
+# at once. With the same predictor the variational bound, summed over all $T + 1$ terms
+# ($L_T, L_{T-1}, \dots, L_0$), must come close to the data's true negative log-likelihood when the
+# reverse variance is the right one.
 
 # %%
 m = torch.tensor([1.0, -2.0])
@@ -509,7 +510,7 @@ def draw(
 
 
 n_fid = sizes["n_fid"]
-# real images at the same N: the best possible
+# real images at the same N: a yardstick, not a bound
 floor = fid(load_mnist(train=True).data[:n_fid, None])
 
 
@@ -621,7 +622,9 @@ print(
 # and $\epsilon \approx x_t$ is easy to read off; at small $t$ the noise is a faint layer over a
 # clean digit and must be told apart from the digit's own edges, so the $\epsilon$-error is largest
 # there, although the *image* is easiest to guess there: $x_0 \approx x_t$. The
-# [chapter](../chapters/ddpm.md) explains why the bound weighs exactly these small-$t$ terms most.
+# [chapter](../chapters/ddpm.md) explains why the bound, on the linear schedule, weighs exactly these
+# small-$t$ terms most (on the cosine schedule used here it also weighs the last few steps heavily,
+# where this error is tiny).
 
 # %%
 test_x = test_set.data.float().div(255).mul(2).sub(1)[:, None]
@@ -679,7 +682,7 @@ glue("ddpm_profile", profile)
 # draw of fresh noise ($\sigma_t^2 = \beta_t$, no noise at the last step). DDIM uses the same
 # network on a subsequence of the timesteps. With $\eta = 0$ it adds no noise at all: the same
 # starting $x_T$ always gives the same image. With $\eta = 1$ it draws fresh noise at every step,
-# of the variance (the chapter's $\sigma_{t \to s}$) that makes it Algorithm 2 (with
+# of the variance (the chapter's $\sigma_{t \to s}^2$) that makes it Algorithm 2 (with
 # $\sigma_t^2 = \tilde\beta_t$) when no step is skipped. DPM-Solver++(2M) follows the same
 # deterministic path as DDIM with $\eta = 0$ (the probability-flow ODE), but to second order, with
 # steps evenly spaced in log-SNR and the predicted $\hat x_0$ clipped to the images' range
@@ -783,7 +786,8 @@ glue("ddpm_trajectory", fig)
 # book's FID, the Fréchet distance between Gaussians fitted to the features of the project's MNIST
 # classifier (see the [evaluation chapter](../chapters/evaluation.md)), against the 10,000 MNIST
 # test images. FID is biased upwards at small $N$, so the row of real training images at the same
-# $N$ is the floor. A network call costs the same in every sampler, so the calls are the cost;
+# $N$ is a yardstick, not a bound: it is one draw of $N$ images, and a good sampler can score below
+# it. A network call costs the same in every sampler, so the calls are the cost;
 # wall time is measured too and given per 1,000 samples. (DDIM with 100 calls is scored only in the
 # `gpu` profile.)
 
@@ -851,7 +855,9 @@ for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10,
     )
 
 # %% [markdown]
-# Time falls in proportion to the number of calls for every sampler; quality does not. The two
+# Time falls in proportion to the number of calls actually made for every sampler (DPM-Solver++'s
+# steps make a few calls fewer than their number, as its times show; see section 4); quality does
+# not. The two
 # deterministic samplers, DDIM with $\eta = 0$ and DPM-Solver++, level off at about the same FID by
 # 50 calls, above Algorithm 2's. On Gaussian data (section 2) their error was discretization, which
 # more steps remove, and the second-order solver removed it faster; here what remains is the
@@ -869,7 +875,8 @@ for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10,
 # The chapter's bound $L = L_T + \sum_{t \ge 2} L_{t-1} + L_0$ is a sum of $T + 1$ terms: $L_T$ (the prior term, almost 0 here),
 # $L_{t-1}$ for $t = 2, \dots, T$ (KL divergences between Gaussians, in closed form) and $L_0$, the
 # discretized Gaussian decoder that turns the density into a probability for each of the 256
-# grey levels. We sum every term exactly, for each test image, with one draw of $x_t$ per term.
+# grey levels. We sum all $T + 1$ terms (no sampling of $t$), for each test image, each estimated
+# with one draw of $x_t$.
 # Divided by $784 \ln 2$ it is a bound on the code length in bits per pixel. We compute it for both
 # fixed variances: $\beta_t$ (the choice for sampling) and $\tilde\beta_t$, which suits data that
 # are nearly deterministic given $x_t$, as MNIST's mostly black pixels are.

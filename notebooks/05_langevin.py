@@ -148,7 +148,8 @@ glue("langevin_score_field", fig)
 # On a Gaussian target $\mathcal{N}(0, \Sigma)$ the score is $-\Sigma^{-1} x$, and the unadjusted
 # Langevin chain $x_{k+1} = (I - \eta \Sigma^{-1}) x_k + \sqrt{2\eta}\, \xi_k$ is a linear Gaussian
 # recursion. Its stationary covariance $C$ solves $C = A C A^\top + 2\eta I$ with
-# $A = I - \eta\Sigma^{-1}$, a discrete Lyapunov equation, and $C \ne \Sigma$ for every $\eta > 0$.
+# $A = I - \eta\Sigma^{-1}$, a discrete Lyapunov equation, and, for $0 < \eta < 2\lambda_{\min}(\Sigma)$
+# (beyond that the chain diverges), $C \ne \Sigma$ ($C$ is the chapter's $\Sigma_\eta$).
 # The chain is run from the target itself, so that any error is the chain's own bias; the
 # Metropolis-adjusted chain (MALA) is run beside it.
 
@@ -303,10 +304,10 @@ poor_start = mixture.means[0] + 0.1 * torch.randn(
     dtype=torch.float64,
     generator=torch.Generator().manual_seed(5),
 )
-# the noise ladder sigma_1 > ... > sigma_L
+# the noise ladder sigma_1 > ... > sigma_M (Song & Ermon's sigma_L)
 sigmas = np.geomspace(3.0, 0.05, 10).tolist()
 # Song & Ermon's step size at the smallest sigma; level i uses
-# epsilon sigma_i^2 / sigma_L^2
+# epsilon sigma_i^2 / sigma_M^2
 epsilon = 0.002
 steps_per_level = sizes["chain_steps"] // len(sigmas)
 single = langevin_sample(
@@ -567,10 +568,11 @@ glue("langevin_p_learned", f"{p_learned:.1g}")
 #
 # The published DDPM's $\epsilon_\theta$ (for a network that predicts $v$, the $\epsilon$ it implies)
 # gives the score of the noised data at every level $t$,
-# $\nabla \log q_t(x) = -\epsilon_\theta(x, t) / \sqrt{1 - \bar\alpha_t}$. A predictor-corrector
-# sampler (Song et al. 2021) alternates a step of a reverse-process sampler (the predictor; here a
-# DDIM step with $\eta = 1$) with a Langevin step at the level just reached (the corrector), whose
-# size is set so that the score step is a fixed fraction $r$ of the noise step. The loop:
+# $\nabla \log q_t(x) \approx s_\theta(x, t) = -\epsilon_\theta(x, t) / \sqrt{1 - \bar\alpha_t}$. A
+# predictor-corrector sampler (Song et al. 2021) alternates a step of a reverse-process sampler (the
+# predictor; here a DDIM step with $\eta = 1$, with $\hat x_0$ clipped to $[-1, 1]$) with a Langevin
+# step at the level just reached (the corrector), whose size is set so that the score step is
+# $r\sqrt{1 - \beta_t}$ times the noise step, about a fixed fraction $r$. The loop:
 
 # %%
 ddpm, schedule, ddpm_checkpoint = load_ddpm(
@@ -715,8 +717,9 @@ glue("langevin_mnist_n", f"{sizes['n_fid']:,}")
 glue("langevin_hardware", hardware(device))
 
 # %% [markdown]
-# Digits taking shape under the predictor-corrector sampler: each column is the state after one
-# predictor step and its corrector, from pure noise (left) to the final image (right). The title
+# Digits taking shape under the predictor-corrector sampler: each column but the last is the state
+# after one predictor step and its corrector (a subset of the levels), from nearly pure noise (left);
+# the last column is the final image, after the remaining predictor steps. The title
 # lists the level each of those predictor steps starts from; the column shows the sample one level
 # further on, where its corrector ran. The table above counts 25 + 25 calls; the last predictor
 # step lands on the image with no corrector after it, so the sampler makes 49. (This cell reads

@@ -468,8 +468,8 @@ for slug, record in zip(slugs, records, strict=True):
     glue(f"results_{slug}_recall_std", f"{record['recall_std']:.2f}")
 
 # %% [markdown]
-# Are the differences real? Two rows are told apart only when their FIDs differ by more than the
-# spread over seeds; the check below says so for each adjacent pair of rows in the ranking by FID,
+# Are the differences real? Two rows are told apart only when their intervals of mean ± 2 standard
+# deviations over seeds do not overlap; the check below says so for each adjacent pair of rows in the ranking by FID,
 # the floors and the noise baseline included.
 
 # %%
@@ -537,9 +537,11 @@ glue("sample_grids", fig)
 # %% [markdown]
 # How many samples would a reader call a digit? The share of samples of each row that the
 # classifier assigns to one class with probability above 0.9: of one draw of 64 (seed 0, a grid's
-# worth, not the grid shown above), and of
+# worth; for most rows its first 32 are the grid shown above), and of
 # 3,000 (1,000 from each of three seeds), whose share is known to within about one percentage
-# point (its binomial standard error is printed). The real-data row is the reference.
+# point (its binomial standard error is printed). The real-data row is the reference. Confidence is
+# not legibility: the classifier is just as sure about uniform noise, so the share means something
+# only for images that already look like digits; read it beside precision, recall and FID.
 
 # %%
 def legible(images: torch.Tensor) -> float:
@@ -564,9 +566,10 @@ with torch.no_grad():
 # %% [markdown]
 # ## Are the samples copies of training images?
 #
-# A model that memorized its training set would score a perfect FID. For each VAE sample (decoder
-# means) and each DDPM sample we find its nearest training image in pixel space and compare that
-# distance with the one from each *test* image to its nearest training image. Copies would sit much
+# A model that memorized its training set would score a perfect FID. For each of up to 1,000 VAE
+# samples (decoder means, seed 0) and as many DDPM samples we find its nearest training image in
+# pixel space and compare that distance with the one from each of as many *test* images to its
+# nearest training image. Copies would sit much
 # closer than test images do; the figure shows samples next to their nearest training neighbours.
 
 # %%

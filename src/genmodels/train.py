@@ -456,7 +456,7 @@ def _claimed(journal: Path) -> Iterator[bool]:
         return
     with handle:
         if fcntl is None:  # no locks here: a journal whose process runs is its writer's
-            pid = journal.name.partition(f"{JOURNAL}.")[2].split("-")[0]  # also in a journal's temporary
+            pid = journal.name.partition(f"{JOURNAL}.")[2].split("-")[0]
             if not pid.isdigit() or _process_alive(int(pid)):
                 yield False
                 return

@@ -86,7 +86,7 @@ def test_a_stored_section_says_where_and_when_and_keeps_the_others(beside, tmp_p
     stored = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
     assert stored["earlier"] == {"rows": [1]}
     assert stored["new"]["rows"] == [2] and stored["new"]["threads"] == 2
-    assert {"hardware", "torch", "commit", "measured_at"} <= set(stored["new"])
+    assert {"hardware", "torch", "commit", "modified_code", "measured_at"} <= set(stored["new"])
 
 
 def test_the_quadratic_spacing_crowds_the_steps_at_low_noise(beside):

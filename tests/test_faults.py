@@ -181,6 +181,7 @@ def test_a_set_across_two_folders_is_completed_from_either(tmp_path):
     """, str(notebooks), str(results))
     assert (notebooks / "01.ipynb").read_bytes() == b"new copy"
     assert (results / "pipeline.json").read_bytes() == b"{}"  # half old, half new
+    finish_interrupted_writes(results)  # as the pipeline does, under its lock, before reading
     assert pipeline._read_manifest(results / "pipeline.json") == {"notebooks": {}}
     assert [p.name for p in notebooks.iterdir()] == ["01.ipynb"]
     assert [p.name for p in results.iterdir()] == ["pipeline.json"]
@@ -307,21 +308,35 @@ def test_a_set_left_in_a_protected_folder_is_a_clear_error_that_changes_nothing(
     load_checkpoint(published / "a.pt", nn.Linear(32, 32))  # finished where writing is allowed
 
 
-def test_ctrl_c_during_the_renames_waits_for_the_set_to_be_whole(published, monkeypatch):
+class Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_the_renames_waits_for_the_set_to_be_whole(published, monkeypatch, number):
+    """Ctrl-C, a `kill` or a closed terminal (the pipeline turns the last two into an interrupt) stop
+    the run only once the three files are renamed."""
     real_replace, calls = os.replace, []
 
-    def ctrl_c_at_the_second(source, destination):
+    def signal_at_the_second(source, destination):
         if not Path(destination).name.startswith(train.JOURNAL):
             calls.append(destination)
             if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), number)
         real_replace(source, destination)
 
-    monkeypatch.setattr(train.os, "replace", ctrl_c_at_the_second)
-    with pytest.raises(KeyboardInterrupt):
-        republish(published)
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(number, stop)
+    try:
+        monkeypatch.setattr(train.os, "replace", signal_at_the_second)
+        with pytest.raises(Stopped):
+            republish(published)
+    finally:
+        signal.signal(number, previous)
     monkeypatch.undo()
-    assert len(calls) == 3  # all three renamed, then the interrupt
+    assert len(calls) == 3  # all three renamed, then the signal
     assert read_checkpoint(published / "a.pt")["extra"]["record"]["profile"] == "gpu"
 
 
@@ -443,7 +458,7 @@ def test_reading_a_protected_folder_removes_nothing(published, monkeypatch):
     """The test suite and gpu-dry fingerprint the published folders: a read there deletes no leftover."""
     mark = published / f"{train.JOURNAL}.1-abc.back"
     mark.write_bytes(b"")
-    stale = published / f".a.pt.{train.STAGED}1-xyz.tmp"
+    stale = published / f".a.pt.{train.STAGED}xyz.tmp"
     stale.write_bytes(b"half")
     hours_ago = time.time() - 2 * train.ABANDONED
     os.utime(stale, (hours_ago, hours_ago))

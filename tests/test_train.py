@@ -305,6 +305,11 @@ def test_modified_code_lists_what_differs_from_the_commit_in_the_code_only(tmp_p
     (tmp_path / "src" / "genmodels" / "a.py").write_text("2")
     (tmp_path / "notebooks" / "new.py").write_text("untracked: not part of any commit")
     assert modified_code(tmp_path / "src" / "genmodels") == ["src/genmodels/a.py"]
+    subprocess.run(["git", "mv", "notebooks/n.py", "notebooks/a new name.py"], cwd=tmp_path, check=True)
+    assert modified_code(tmp_path) == ["notebooks/a new name.py", "src/genmodels/a.py"]  # -z: as named
+    record = publish_checkpoint(tmp_path / "checkpoints" / "m.pt", nn.Linear(2, 2), config={}, record={})
+    assert "modified_code" in record  # the published record says what was uncommitted (here: the
+    # package's own repository's state, whatever it is, as a list or None outside a repository)
 
 
 def test_read_checkpoint_needs_no_model(tmp_path):

@@ -439,19 +439,23 @@ def test_counts_schedules_and_single_levels_get_clear_errors():
 def test_the_density_picture_takes_a_float32_network():
     from genmodels.plotting import density_and_score
 
-    class StandardNormal(torch.nn.Module):  # float32 weights, as every network here has
-        def __init__(self):
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, x):
-            return -0.5 * (x / self.scale).pow(2).sum(1)
-
-    class ItsScore(StandardNormal):
-        def forward(self, x):
-            return -x / self.scale**2
-
-    ax = density_and_score(StandardNormal(), score=ItsScore(), resolution=5, arrows=3)
-    shaded = ax.images[0].get_array()
-    assert shaded.shape == (5, 5) and shaded[2, 2] == pytest.approx(1.0)  # exp(0) at the origin
-    assert shaded[0, 0] == pytest.approx(math.exp(-9.0), rel=1e-6)  # exp(-(3^2 + 3^2) / 2) at a corner
+    torch.manual_seed(0)
+    log_density = torch.nn.Linear(2, 1)  # float32 weights refuse float64 points, as every network here
+    score = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        log_density(torch.zeros(1, 2, dtype=torch.float64))
+    # a plain function gets float64 points, and casts them itself if it needs to
+    ax = density_and_score(lambda x: log_density(x.float()).squeeze(1), resolution=5, arrows=3)
+    assert ax.images[0].get_array().dtype == np.float64
+    ax = density_and_score(torch.nn.Sequential(log_density, torch.nn.Flatten(0)), score=score,
+                           resolution=5, arrows=3)
+    grid = torch.linspace(-3.0, 3.0, 5)
+    points = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        expected = log_density(points).exp().reshape(5, 5).double()
+        field = score(torch.stack(torch.meshgrid(*[torch.linspace(-3.0, 3.0, 3)] * 2, indexing="xy"),
+                                  -1).reshape(-1, 2)).double()
+    assert np.allclose(ax.images[0].get_array(), expected.numpy(), rtol=1e-6)
+    quiver = ax.collections[-1]
+    arrows = np.stack([quiver.U, quiver.V], 1)
+    assert np.allclose(arrows, (field / field.norm(dim=1, keepdim=True)).numpy(), atol=1e-6)

@@ -51,7 +51,7 @@ def _arguments(argv: list[str]) -> tuple[str, str, str, str, int]:
     source, target, profile, cwd, timeout = argv
     if Path(target).resolve() == Path(source).resolve():
         raise SystemExit(f"{usage}: TARGET is SOURCE ({source}); the executed copy goes elsewhere")
-    if profile not in ("smoke", "cpu", "gpu", "auto"):
+    if profile not in ("smoke", "cpu", "gpu", "auto"):  # genmodels.train.PROFILES, which imports torch
         raise SystemExit(f"{usage}: PROFILE must be smoke, cpu, gpu or auto, got {profile!r}")
     if not timeout.isdigit() or int(timeout) < 1:
         raise SystemExit(f"{usage}: TIMEOUT is a cell's limit in whole seconds, at least 1, got {timeout!r} "

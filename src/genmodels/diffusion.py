@@ -69,15 +69,16 @@ class NoiseSchedule:
         self,
         T: int = 1000,
         kind: Literal["linear", "cosine"] = "linear",
-        beta_1: float = 1e-4,
-        beta_T: float = 0.02,
+        beta_1: float | None = None,
+        beta_T: float | None = None,
     ):
         _check_whole("T", T, 2, "the number of noising steps (Ho et al. use T = 1000)")
-        if kind == "cosine" and (beta_1, beta_T) != (1e-4, 0.02):
+        if kind == "cosine" and (beta_1, beta_T) != (None, None):
             raise ValueError(f"the cosine schedule has no beta_1 or beta_T to set (got {beta_1}, {beta_T}): "
                              "its betas follow from alpha_bar_t = f(t) / f(0); leave them out, or use "
                              "kind='linear'")
-        if kind == "linear":  # Ho et al. (2020), Sec. 4
+        if kind == "linear":  # Ho et al. (2020), Sec. 4: beta_1 = 1e-4, beta_T = 0.02 unless given
+            beta_1, beta_T = 1e-4 if beta_1 is None else beta_1, 0.02 if beta_T is None else beta_T
             for name, beta in (("beta_1", beta_1), ("beta_T", beta_T)):
                 if not 0 < beta < 1:  # so that alpha_bar_t is positive and falls with t
                     raise ValueError(f"{name} = {beta} lies outside (0, 1): every step must keep some "

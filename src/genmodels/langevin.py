@@ -41,10 +41,6 @@ def _check_positive(value: float, name: str, hint: str) -> None:
         raise ValueError(f"{name} must be positive, got {value}: {hint}")
 
 
-def _check_steps(value: int, name: str) -> None:
-    _check_whole(name, value, 1, "the chain needs at least one step")
-
-
 def _checked_output(value: torch.Tensor, shape: tuple[int, ...], name: str, what: str) -> torch.Tensor:
     """``value``, after refusing a wrong shape, a NaN or an infinity: the check on a function's first
     call."""
@@ -77,7 +73,7 @@ def langevin_sample(
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Unadjusted Langevin from x0 (N, D): x_K (N, D), or (x_K, [x_0, x_k every trajectory_every steps])."""
     _check_positive(step_size, "step_size", "it is eta in x + eta score(x) + sqrt(2 eta) xi; try 1e-2")
-    _check_steps(n_steps, "n_steps")
+    _check_whole("n_steps", n_steps, 1, "the chain needs at least one step")
     _check_whole("trajectory_every", trajectory_every, 0, "0 records no trajectory, k every k-th state")
     x = x0
     trajectory = [x0.clone()] if trajectory_every else []
@@ -112,7 +108,7 @@ def mala_sample(
 ) -> tuple[torch.Tensor, float]:
     """Metropolis-adjusted Langevin from x0 (N, D): x_K (N, D) and the fraction of proposals accepted."""
     _check_positive(step_size, "step_size", "it is eta in the proposal x + eta score(x) + sqrt(2 eta) xi")
-    _check_steps(n_steps, "n_steps")
+    _check_whole("n_steps", n_steps, 1, "the chain needs at least one step")
     n = len(x0)
     x = x0
     log_p_x = _checked_output(log_prob(x), (n,), "log_prob", "log p(x), one number per particle").detach()
@@ -166,7 +162,7 @@ def annealed_langevin_sample(
     sigmas = _checked_sigmas(sigmas)
     _check_positive(step_size, "step_size", "it is Song & Ermon's epsilon, the step size at the "
                     "smallest sigma; they use 2e-5 for images")
-    _check_steps(steps_per_level, "steps_per_level")
+    _check_whole("steps_per_level", steps_per_level, 1, "the chain needs at least one step")
     x = x0
     for i, sigma in enumerate(sigmas):
         alpha = step_size * sigma**2 / sigmas[-1] ** 2  # alpha_i = epsilon sigma_i^2 / sigma_L^2

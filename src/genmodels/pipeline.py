@@ -34,6 +34,7 @@ from pathlib import Path
 from genmodels.dryrun import is_profile_table
 from genmodels.train import (
     GPU_ON_CPU,
+    CheckpointError,
     ProfileError,
     _refuse_protected,
     file_sha256,
@@ -123,7 +124,6 @@ def _executed_dir(root: Path, profile: str) -> Path:
 
 
 def _read_manifest(path: Path) -> dict:
-    finish_interrupted_writes(path.parent)  # a refresh killed between the copy and the manifest
     if not path.exists():
         return {}
     fix = f"restore it with `git checkout -- {path}`, or move it aside to re-run every notebook"
@@ -350,6 +350,7 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     manifest_path = _manifest_path(root, profile)
     for path in (manifest_path, _executed_dir(root, profile)):
         _refuse_protected(path)  # before anything runs, not after an hour of it
+        finish_interrupted_writes(path if path.is_dir() else path.parent)  # a killed refresh's set
     manifest = _read_manifest(manifest_path)
     entries = manifest.setdefault("notebooks", {})
     published = dict(entries)  # what each notebook's copy came from, before --force forgets it
@@ -411,6 +412,7 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     _check_names([notebook], steps)
     step = next(s for s in steps if s.notebook == notebook)
     manifest_path = _manifest_path(root, profile)
+    finish_interrupted_writes(manifest_path.parent)  # a killed refresh's copy and manifest
     manifest = _read_manifest(manifest_path)
     entry = manifest.get("notebooks", {}).get(notebook)
     executed_path = _executed_dir(root, profile) / f"{notebook}.ipynb"
@@ -576,8 +578,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{error} (or gpu-dry: every notebook with the gpu profile's shapes, for a "
                          "handful of steps)") from None
     if args.refresh_markdown:
-        for notebook in args.refresh_markdown:
-            refresh_markdown(args.root, notebook, profile)
+        try:
+            for notebook in args.refresh_markdown:
+                refresh_markdown(args.root, notebook, profile)
+        except CheckpointError as error:
+            raise SystemExit(str(error)) from None
         return
     if profile == "gpu" and not (args.only or args.all):
         _check_names(args.force or [])
@@ -600,8 +605,9 @@ def main(argv: list[str] | None = None) -> None:
         if not stale:
             print("  (nothing: every notebook is up to date)")
         else:
-            print(f"Recorded gpu time of these: {sum(recorded) / 60:.1f} minutes for {len(recorded)} of "
-                  f"{len(stale)}, from the manifest ({_manifest_path(args.root, profile)}).")
+            if recorded:
+                print(f"Recorded gpu time of these: {sum(recorded) / 60:.1f} minutes for {len(recorded)} "
+                      f"of {len(stale)}, from the manifest ({_manifest_path(args.root, profile)}).")
             print("A machine that starts every command from a fresh copy of the repository must get back "
                   "what each command\npublished (checkpoints/, results/, book/notebooks/) before the "
                   "next, or a later notebook reads the old\ncheckpoints: there, run a notebook and those "
@@ -609,6 +615,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         run_pipeline(args.root, profile, only=args.only, force=args.force)
+    except CheckpointError as error:  # a published file damaged, or a set a killed run left
+        raise SystemExit(str(error)) from None
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (see _terminate_as_interrupt)
         print(f"{error or 'interrupted'}: the notebooks that finished are recorded, and running the same "
               "command again resumes", file=sys.stderr)

@@ -203,13 +203,20 @@ def modified_code(path: str | os.PathLike | None = None) -> list[str] | None:
                              text=True, timeout=10)
         if top.returncode != 0:
             return None
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS],
-                             cwd=top.stdout.strip(), capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=no", "--", *CODE_DIRS],
+                             cwd=top.stdout.strip(), capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # never block the user's git
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
-    return sorted(line[3:] for line in out.stdout.splitlines() if line.strip())
+    paths, entries = [], iter(out.stdout.split("\0"))
+    for entry in entries:  # "XY path"
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)  # a rename's or a copy's old path follows
+    return sorted(paths)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -345,8 +352,7 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write a temporary file beside ``final`` with ``write``, flushed to disk; return its path."""
     _refuse_protected(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{STAGED}{os.getpid()}-",
-                                suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{STAGED}", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -359,7 +365,7 @@ def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
     return Path(name)
 
 
-STAGED = "staged-by-"  # in a temporary's name, before the id of the process that writes it
+STAGED = "staged-"  # in the name of a temporary, which _sweep may remove once abandoned
 JOURNAL = ".genmodels-replacing"  # {JOURNAL}.{pid}-{random}.json: a set of files being replaced
 PATIENCE = 60.0  # seconds to wait for another process that is replacing files in a folder we read
 ABANDONED = 3600.0  # seconds after which a temporary of a writer that is gone may be removed
@@ -445,6 +451,28 @@ class _Journal:
             handle.close()
 
 
+def _lock_shared(handle: BinaryIO, journal: Path) -> bool:
+    """Wait, up to :data:`PATIENCE` seconds, for the writer's exclusive lock on ``journal`` to go,
+    and take a shared one (which NFS grants on a file opened for reading). False where the file
+    system has no locks, or the platform no fcntl."""
+    if fcntl is None:
+        return False
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise CheckpointError(
+                    f"another process has been replacing the files listed in {journal} for "
+                    f"{PATIENCE:.0f} s: wait for it to finish, or stop it and read again"
+                ) from None
+            time.sleep(0.05)
+        except OSError:
+            return False
+
+
 @contextlib.contextmanager
 def _claimed(journal: Path) -> Iterator[bool]:
     """Hold ``journal``'s lock: true while its set is unfinished and its writer is gone. A live writer
@@ -455,24 +483,11 @@ def _claimed(journal: Path) -> Iterator[bool]:
         yield False  # finished meanwhile
         return
     with handle:
-        if fcntl is None:  # no locks here: a journal whose process runs is its writer's
-            pid = journal.name.partition(f"{JOURNAL}.")[2].split("-")[0]
+        if not _lock_shared(handle, journal):  # no locks here: a journal of a running process is
+            pid = journal.name.partition(f"{JOURNAL}.")[2].split("-")[0]  # its writer's
             if not pid.isdigit() or _process_alive(int(pid)):
                 yield False
                 return
-        else:
-            deadline = time.monotonic() + PATIENCE
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CheckpointError(
-                            f"another process has been replacing the files listed in {journal} for "
-                            f"{PATIENCE:.0f} s: wait for it to finish, or stop it and read again"
-                        ) from None
-                    time.sleep(0.05)
         try:
             unfinished = os.path.samestat(os.fstat(handle.fileno()), os.stat(journal))
         except FileNotFoundError:
@@ -630,8 +645,8 @@ def _replace_all(staged: list[tuple[Path, Path]]) -> None:
             outcome = "undone" if _undo(journal, renamed) else "left"
             raise
         finally:
-            if outcome == "left":  # the journals, temporaries and backups say what recovery does
-                journal.release()
+            if outcome == "left" and journal is not None:  # its journals, temporaries and backups
+                journal.release()  # say what recovery does
             else:
                 for temporary, _ in staged:
                     temporary.unlink(missing_ok=True)
@@ -675,7 +690,6 @@ def _payload(model, optimizer, config, step, extra, run) -> dict[str, Any]:
         "provenance": {
             "genmodels_version": __version__,
             "git_commit": git_commit(),
-            "modified_code": modified_code(),
             "torch_version": str(torch.__version__),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -806,13 +820,14 @@ def verify_published(path: str | os.PathLike) -> None:
 @contextlib.contextmanager
 def _folder_locked(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on the folder itself (no lock file to leave behind) while the block
-    runs; where folders cannot be locked (Windows), nothing is held."""
+    runs; where folders cannot be locked (Windows, NFS), nothing is held."""
     if fcntl is None:
         yield
         return
     descriptor = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # NFS locks only files opened for writing: no lock there
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)  # releases the lock

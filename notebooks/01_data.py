@@ -133,7 +133,7 @@ print("their labels:\n", train.targets[:64].reshape(4, 16).numpy())
 # Most pixels are either background (0) or ink (near 255). That is why the lecture models MNIST
 # with a **Bernoulli** decoder: each pixel is a coin that lands "ink" with probability $p_d$.
 # A Bernoulli likelihood needs binary data, so the VAE chapter *binarizes dynamically*: every time
-# an image is used, each pixel $x_d \in [0, 1]$ is redrawn as $b_d \sim \mathrm{Bernoulli}(x_d)$.
+# a training image is used (the test set is binarized once, with a fixed seed), each pixel $x_d \in [0, 1]$ is redrawn as $b_d \sim \mathrm{Bernoulli}(x_d)$.
 # The histogram and the three draws below show what that does.
 
 # %% tags=["hide-input"]
@@ -168,7 +168,7 @@ fig.tight_layout()
 # $$
 #
 # with $\pi_j(x)$ the posterior probability that $x$ came from component $j$ (the Langevin
-# chapter's notation). The score is a pull towards the component means, weighted by these
+# chapter's notation, index $j$; the likelihood chapter writes the same mixture with $k$). The score is a pull towards the component means, weighted by these
 # posteriors: every arrow below points uphill in density. The formula is checked here against
 # automatic differentiation of $\log p(x)$, and in the test suite against `torch.distributions`.
 
@@ -196,7 +196,8 @@ fig.tight_layout()
 # %% [markdown]
 # The two moons and the Swiss roll are given by samplers only: their densities are not available in
 # closed form, which is exactly the situation of real data. Models that need only samples (a GAN)
-# can learn them, as an exercise of the [WGAN chapter](../chapters/wgan.md) does; checks that need
+# can learn them, as an exercise of the [WGAN chapter](../chapters/wgan.md) asks for the two moons;
+# checks that need
 # the true score use the Gaussian mixture.
 
 # %% [markdown]
@@ -212,7 +213,7 @@ fig.tight_layout()
 #   *covers* all eight modes, and much of its own mass lands where the data has almost none: in the
 #   middle and between the modes.
 # * **Reverse KL, $\mathrm{KL}(q \,\|\, p^*)$** $= \mathbb{E}_q[\log q - \log p^*]$, by stochastic
-#   gradient descent with reparameterized draws $x = m + L\varepsilon$ ($S = LL^\top$), which needs
+#   gradient descent (Adam, 256 draws per step) with reparameterized draws $x = m + L\varepsilon$ ($S = LL^\top$), which needs
 #   $\log p^*$ itself. It is punished for mass where $p^*$ has none, so it *seeks* modes and
 #   ignores the rest. Where it settles depends on where it starts; three starts are drawn.
 
@@ -222,7 +223,7 @@ def reverse_kl_fit(
 ) -> torch.distributions.MultivariateNormal:
     """Minimize E_q[log q - log p*] over q = N(m, L L^T), from m = start."""
     mean = start.clone().requires_grad_(True)
-    # tril(L)
+    # L unconstrained: strict lower triangle as is, diagonal log L_ii (starts at 0.5 I)
     raw_scale = torch.diag(
         torch.full((2,), math.log(0.5), dtype=torch.float64)
     ).requires_grad_(True)
@@ -242,7 +243,7 @@ def reverse_kl_fit(
 
 torch.manual_seed(seed)
 data = mixture.sample(n_toy, generator=generator)
-# the MLE
+# the MLE (torch.cov divides by N - 1, not N: negligible at these sizes)
 forward = torch.distributions.MultivariateNormal(data.mean(0), torch.cov(data.T))
 reverse = [
     reverse_kl_fit(torch.randn(2, dtype=torch.float64), n_kl_steps) for _ in range(3)
@@ -303,12 +304,14 @@ glue("elbo_reverse_fit_reverse_kl_max", f"{max(r[1] for r in reverse_kls):.2f}")
 # %% [markdown]
 # The maximum-likelihood Gaussian spreads over the whole circle. A reverse-KL Gaussian settles on
 # one component with about that component's width, where its reverse KL is $\log 8 \approx 2.08$
-# nats (the seven components it ignores cost it only their weight), or stretches over two
+# nats (ignoring the other seven costs it only $-\log w_j = \log 8$, since its own component carries
+# weight $1/8$), or stretches over two
 # neighbouring components: a local optimum with a higher reverse KL, which gradient descent does
 # not leave. Neither covers the circle. Each fit is the better one in its own direction and far
 # worse in the other. A model trained by maximum likelihood (the
-# VAE, the DDPM) pays for missing a mode; one trained on a reverse-type objective does not, which
-# is one reason GANs drop modes.
+# VAE, the DDPM) pays for missing a mode; an objective that penalizes only mass where the data has
+# none does not. (The GANs of this book minimize neither KL; the WGAN chapter traces mode collapse
+# to the generator chasing the discriminator.)
 
 # %% [markdown]
 # ## The models, drawn as graphical models

@@ -133,7 +133,8 @@ print("their labels:\n", train.targets[:64].reshape(4, 16).numpy())
 # Most pixels are either background (0) or ink (near 255). That is why the lecture models MNIST
 # with a **Bernoulli** decoder: each pixel is a coin that lands "ink" with probability $p_d$.
 # A Bernoulli likelihood needs binary data, so the VAE chapter *binarizes dynamically*: every time
-# a training image is used (the test set is binarized once, with a fixed seed), each pixel $x_d \in [0, 1]$ is redrawn as $b_d \sim \mathrm{Bernoulli}(x_d)$.
+# a training image is used (the test set is binarized once, with a fixed seed), each pixel
+# $x_d \in [0, 1]$ is redrawn as $b_d \sim \mathrm{Bernoulli}(x_d)$.
 # The histogram and the three draws below show what that does.
 
 # %% tags=["hide-input"]
@@ -168,7 +169,8 @@ fig.tight_layout()
 # $$
 #
 # with $\pi_j(x)$ the posterior probability that $x$ came from component $j$ (the Langevin
-# chapter's notation, index $j$; the likelihood chapter writes the same mixture with $k$). The score is a pull towards the component means, weighted by these
+# chapter's notation, index $j$; the likelihood chapter writes the same mixture with $k$).
+# The score is a pull towards the component means, weighted by these
 # posteriors: every arrow below points uphill in density. The formula is checked here against
 # automatic differentiation of $\log p(x)$, and in the test suite against `torch.distributions`.
 
@@ -213,7 +215,8 @@ fig.tight_layout()
 #   *covers* all eight modes, and much of its own mass lands where the data has almost none: in the
 #   middle and between the modes.
 # * **Reverse KL, $\mathrm{KL}(q \,\|\, p^*)$** $= \mathbb{E}_q[\log q - \log p^*]$, by stochastic
-#   gradient descent (Adam, 256 draws per step) with reparameterized draws $x = m + L\varepsilon$ ($S = LL^\top$), which needs
+#   gradient descent (Adam, 256 draws per step) with reparameterized draws
+#   $x = m + L\varepsilon$ ($S = LL^\top$), which needs
 #   $\log p^*$ itself. It is punished for mass where $p^*$ has none, so it *seeks* modes and
 #   ignores the rest. Where it settles depends on where it starts; three starts are drawn.
 

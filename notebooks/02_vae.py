@@ -162,7 +162,8 @@ for (m1, s1), (m2, s2) in [
 #
 # The VAE's $\log p_\theta(x)$ cannot be computed, so we check
 # $\mathcal{L}(q) = \log p(x) - \mathrm{KL}(q(z) \,\|\, p(z \mid x))$ (the chapter's
-# $\mathrm{ELBO}(\theta, \phi; x)$, which is $\mathcal{L}_1$) on a model where it can: the linear-Gaussian model $p(z) = \mathcal{N}(0, 1)$, $p(x \mid z) = \mathcal{N}(Wz + b, s^2 I)$
+# $\mathrm{ELBO}(\theta, \phi; x)$, which is $\mathcal{L}_1$) on a model where it can:
+# the linear-Gaussian model $p(z) = \mathcal{N}(0, 1)$, $p(x \mid z) = \mathcal{N}(Wz + b, s^2 I)$
 # with a one-dimensional $z$ and three-dimensional $x$. Its marginal and posterior are Gaussian in
 # closed form. For three choices of $q(z \mid x)$ we estimate the ELBO by Monte Carlo and compare
 # it with $\log p(x) - \mathrm{KL}(q \,\|\, p(z \mid x))$.

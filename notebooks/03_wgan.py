@@ -641,7 +641,8 @@ glue("wgan_curves_figure", fig)
 # training. RMSProp pushes a clipped weight against the wall of its box whenever the gradient keeps
 # pointing outwards, so the weights pile up at $\pm c$ (an even spread over the box would put 1 % of
 # them within 1 % of the walls; the share is printed below); a critic with many of its weights at
-# the walls spends its capacity on being Lipschitz rather than on telling the images apart. The penalized
+# the walls spends its capacity on being Lipschitz rather than on telling the images apart.
+# The penalized
 # critic's weights are free to take any value.
 
 # %% tags=["hide-input"]

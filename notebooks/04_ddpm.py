@@ -622,7 +622,8 @@ print(
 # and $\epsilon \approx x_t$ is easy to read off; at small $t$ the noise is a faint layer over a
 # clean digit and must be told apart from the digit's own edges, so the $\epsilon$-error is largest
 # there, although the *image* is easiest to guess there: $x_0 \approx x_t$. The
-# [chapter](../chapters/ddpm.md) explains why the bound, on the linear schedule, weighs exactly these
+# [chapter](../chapters/ddpm.md) explains why the bound,
+# on the linear schedule, weighs exactly these
 # small-$t$ terms most (on the cosine schedule used here it also weighs the last few steps heavily,
 # where this error is tiny).
 

@@ -148,7 +148,8 @@ glue("langevin_score_field", fig)
 # On a Gaussian target $\mathcal{N}(0, \Sigma)$ the score is $-\Sigma^{-1} x$, and the unadjusted
 # Langevin chain $x_{k+1} = (I - \eta \Sigma^{-1}) x_k + \sqrt{2\eta}\, \xi_k$ is a linear Gaussian
 # recursion. Its stationary covariance $C$ solves $C = A C A^\top + 2\eta I$ with
-# $A = I - \eta\Sigma^{-1}$, a discrete Lyapunov equation, and, for $0 < \eta < 2\lambda_{\min}(\Sigma)$
+# $A = I - \eta\Sigma^{-1}$, a discrete Lyapunov equation, and,
+# for $0 < \eta < 2\lambda_{\min}(\Sigma)$
 # (beyond that the chain diverges), $C \ne \Sigma$ ($C$ is the chapter's $\Sigma_\eta$).
 # The chain is run from the target itself, so that any error is the chain's own bias; the
 # Metropolis-adjusted chain (MALA) is run beside it.
@@ -718,7 +719,8 @@ glue("langevin_hardware", hardware(device))
 
 # %% [markdown]
 # Digits taking shape under the predictor-corrector sampler: each column but the last is the state
-# after one predictor step and its corrector (a subset of the levels), from nearly pure noise (left);
+# after one predictor step and its corrector (a subset of the levels),
+# from nearly pure noise (left);
 # the last column is the final image, after the remaining predictor steps. The title
 # lists the level each of those predictor steps starts from; the column shows the sample one level
 # further on, where its corrector ran. The table above counts 25 + 25 calls; the last predictor

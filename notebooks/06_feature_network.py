@@ -183,8 +183,9 @@ print("label:", test_labels[shown].tolist())
 # Two checks that the features measure what FID should measure. First, the **real-data floor**:
 # two disjoint sets of real digits do not have identical statistics, so the Fréchet distance
 # between the training and the test images at the same $N$ is what a perfect model would score on
-# average: a reference, not a lower bound (the uncorrupted test images below score under it). Second, **monotonicity**: corrupting the test images more and more, by Gaussian
-# pixel noise or by blur, must increase the distance to the clean images steadily. (The blur is
+# average: a reference, not a lower bound (the uncorrupted test images below score under it).
+# Second, **monotonicity**: corrupting the test images more and more, by Gaussian pixel noise or
+# by blur, must increase the distance to the clean images steadily. (The blur is
 # torchvision's Gaussian kernel cut to 9 x 9 pixels, so at the largest sigmas it is narrower than
 # the sigma on the axis; the check asks only that more blur is farther.)
 

@@ -469,7 +469,8 @@ for slug, record in zip(slugs, records, strict=True):
 
 # %% [markdown]
 # Are the differences real? Two rows are told apart only when their intervals of mean ± 2 standard
-# deviations over seeds do not overlap; the check below says so for each adjacent pair of rows in the ranking by FID,
+# deviations over seeds do not overlap; the check below says so
+# for each adjacent pair of rows in the ranking by FID,
 # the floors and the noise baseline included.
 
 # %%

@@ -276,7 +276,6 @@ def execute_notebook(source: Path, target: Path, profile: str, *, cwd: Path, tim
         raise SystemExit(f"{name} ran in {seconds:.0f} s but its copy holds none of the values it glues for "
                          "the book's pages (is myst-nb installed where its kernel runs?); the published "
                          f"copy is unchanged{kept}")
-    finish_interrupted_writes(target.parent)  # a set a killed refresh left must not overwrite this copy
     os.replace(temporary, target)
     peak = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("peak-kb"))
     return {"wall_seconds": round(seconds, 1), "peak_memory_mb": round(peak / 1024, 1),
@@ -350,7 +349,8 @@ def _run_locked(root, profile, only, force, steps, timeout, log) -> list[str]:
     manifest_path = _manifest_path(root, profile)
     for path in (manifest_path, _executed_dir(root, profile)):
         _refuse_protected(path)  # before anything runs, not after an hour of it
-        finish_interrupted_writes(path if path.is_dir() else path.parent)  # a killed refresh's set
+    for folder in (manifest_path.parent, _executed_dir(root, profile)):
+        finish_interrupted_writes(folder)  # a killed refresh's set, before this run reads or replaces it
     manifest = _read_manifest(manifest_path)
     entries = manifest.setdefault("notebooks", {})
     published = dict(entries)  # what each notebook's copy came from, before --force forgets it

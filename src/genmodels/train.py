@@ -336,16 +336,22 @@ def files_changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int
     return sorted({path for path, _ in set(before.items()) ^ set(after.items())})
 
 
+def _protected_by(path: Path) -> str | None:
+    """The folder of $GENMODELS_PROTECTED_DIRS that holds ``path``, if any: under the test suite and
+    the gpu-dry run the published folders are listed there."""
+    return next((folder for folder in filter(None, os.environ.get(PROTECTED, "").split(os.pathsep))
+                 if path.resolve().is_relative_to(Path(folder).resolve())), None)
+
+
 def _refuse_protected(path: Path) -> None:
-    """Under the test suite and the gpu-dry run the published folders are listed in
-    $GENMODELS_PROTECTED_DIRS."""
-    for folder in filter(None, os.environ.get(PROTECTED, "").split(os.pathsep)):
-        if path.resolve().is_relative_to(Path(folder).resolve()):
-            raise PermissionError(
-                f"refusing to write {path}: {folder} is protected in this run (${PROTECTED}, set by the "
-                "test suite and the gpu-dry run, which never change published files). Publish with "
-                "`make results PROFILE=...`"
-            )
+    """Refuse to write ``path`` in a protected folder (:func:`_protected_by`)."""
+    folder = _protected_by(path)
+    if folder is not None:
+        raise PermissionError(
+            f"refusing to write {path}: {folder} is protected in this run (${PROTECTED}, set by the "
+            "test suite and the gpu-dry run, which never change published files). Publish with "
+            "`make results PROFILE=...`"
+        )
 
 
 def _stage(final: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -524,12 +530,8 @@ def _sweep(folder: Path) -> None:
     writers died writing, once older than :data:`ABANDONED` seconds (a writer takes seconds; age
     tells a dead one even from a process of another machine or container). Never in a protected
     folder; a folder that cannot be written keeps them, and the read goes on."""
-    try:
-        _refuse_protected(folder / STAGED)
-    except PermissionError:
-        return
-    if any(folder.glob(f"{JOURNAL}.*.json")):
-        return  # a set being written, or left to finish: its files are its journal's
+    if _protected_by(folder) is not None or any(folder.glob(f"{JOURNAL}.*.json")):
+        return  # a journal left: a set being written, or left to finish, owns these files
     now = time.time()
     for leftover in [*folder.glob(f"{JOURNAL}.*.back"), *folder.glob(f".{JOURNAL}.*.json.*.tmp"),
                      *folder.glob(f".*.{STAGED}*.tmp")]:

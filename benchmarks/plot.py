@@ -1,8 +1,8 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
-results/training_throughput.png, results/allocator.png and results/stochastic_samplers.png; and
-results/ddpm_profiles.png, the DDPM notebook's runs side by side from their checkpoint records: the
-published one (checkpoints/ddpm.json, the gpu profile), the gpu profile's first run
-(results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
+results/training_throughput.png, results/allocator.png, results/bf16_isa.png and
+results/stochastic_samplers.png; and results/ddpm_profiles.png, the DDPM notebook's runs side by side
+from their checkpoint records: the published one (checkpoints/ddpm.json, the gpu profile), the gpu
+profile's first run (results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -178,6 +178,40 @@ def plot_stochastic_samplers(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_bf16_isa(section: dict, path: Path) -> None:
+    """Training and sampling throughput of the U-Net in float32, in bf16, and under the autocast the
+    notebooks ask for, with oneDNN held to each row's instruction set; this processor first."""
+    rows = section["rows"]
+    names = sorted(rows, key=lambda n: (not rows[n]["native_bf16"], -rows[n]["sample_bf16_speedup"]))
+    kinds = (("float32", "float32", "tab:gray"), ("bf16", "bf16 (kept)", "tab:orange"),
+             ("autocast_asked", "bf16 autocast as the notebooks ask for it (what the U-Net computes)",
+              "tab:blue"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 * len(names) + 2.0), sharey=True)
+    height = 0.8 / len(kinds)
+    for ax, part, title in ((axes[0], "train", "training"), (axes[1], "sample", "sampling")):
+        for k, (key, label, color) in enumerate(kinds):
+            values = [rows[name][f"{part}_{key}_images_per_s"] for name in names]
+            positions = [i + (k - 1) * height for i in range(len(names))]
+            bars = ax.barh(positions, values, height=height, color=color, label=label)
+            for bar, name, value in zip(bars, names, values, strict=True):
+                ratio = value / rows[name][f"{part}_float32_images_per_s"]
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x", va="center",
+                        fontsize=7)
+        ax.set_xlabel(f"images per second, {title}")
+        ax.margins(x=0.12)
+    axes[0].set_yticks(range(len(names)),
+                       [f"{name}\n(native_bf16: {rows[name]['native_bf16']})" for name in names])
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    train, sample = section["train"], section["sample"]
+    fig.suptitle(f"U-Net training ({train['channels']} channels, batch {train['batch']}) and sampling "
+                 f"({sample['channels']} channels, chunk {sample['batch']}) on {section['hardware']},\n"
+                 "oneDNN held to each row's instructions; ratios to float32 in the same row", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -188,6 +222,9 @@ def main() -> None:
     if "allocator" in stored:
         plot_allocator(stored["allocator"], ROOT / "results" / "allocator.png")
         print("written results/allocator.png")
+    if "bf16_isa" in stored:
+        plot_bf16_isa(stored["bf16_isa"], ROOT / "results" / "bf16_isa.png")
+        print("written results/bf16_isa.png")
     if "stochastic_samplers" in stored:
         plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
         print("written results/stochastic_samplers.png")

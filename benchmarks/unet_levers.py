@@ -33,6 +33,7 @@ schedule = NoiseSchedule()
 def make(channels: int, channels_last: bool, compiled: bool, seed: int = 0):
     torch.manual_seed(seed)
     model = UNet(UNetConfig(channels=channels))
+    model.bf16_where_emulated = True  # the bf16 lever itself, on any CPU
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = torch.compile(model, dynamic=False) if compiled else model

@@ -129,3 +129,25 @@ def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(beside):
             timing.at_least_one(text)
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         timing.timed(lambda: None, 0)  # a negative count used to give negative images per second
+
+
+def test_the_bf16_figure_draws_each_rows_three_rates(tmp_path):
+    plot = load("plot")
+    rows = {name: {"native_bf16": native, "sample_bf16_speedup": bf16 / 100.0,
+                   **{f"{part}_{kind}_images_per_s": value * (i + 1)
+                                               for part in ("train", "sample")
+                                               for kind, value in zip(("float32", "bf16", "autocast_asked"),
+                                                                      (100.0, bf16, asked), strict=True)}}
+            for i, (name, native, bf16, asked) in enumerate((("this processor", True, 150.0, 150.0),
+                                                             ("AVX2", False, 10.0, 100.0)))}
+    section = {"rows": rows, "hardware": "cpu: test", "train": {"channels": 24, "batch": 64},
+               "sample": {"channels": 64, "batch": 100}}
+    plot.plot_bf16_isa(section, tmp_path / "bf16.png")
+    assert (tmp_path / "bf16.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+
+    training = plt.gcf().axes[0]
+    widths = sorted(round(bar.get_width(), 6) for bar in training.patches)
+    assert widths == sorted([100.0, 150.0, 150.0, 200.0, 20.0, 200.0])
+    labels = [text.get_text() for text in training.texts]
+    assert " 1.50x" in labels and " 0.10x" in labels  # each bar's ratio to its row's float32

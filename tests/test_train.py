@@ -1,5 +1,6 @@
 """Seeds, devices, profiles, progress bars and checkpoints that survive interruption."""
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -352,6 +353,60 @@ def test_hardware_names_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
     assert hardware("cuda") == "cuda: NVIDIA H100 80GB HBM3"
 
+
+
+def _linear_dtype_under_bf16_autocast(device: str = "cpu") -> torch.dtype:
+    with train.bf16_autocast(device):
+        return nn.Linear(4, 4)(torch.ones(2, 4)).dtype
+
+
+def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not train.native_bf16("cpu")  # AVX-512 without BF16, AVX2, ARM: bf16 would be slower
+    assert _linear_dtype_under_bf16_autocast() == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # oneDNN may use bf16 on this machine
+        assert train.native_bf16("cpu")
+        assert _linear_dtype_under_bf16_autocast() == torch.bfloat16
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the query: float32
+    assert not train.native_bf16("cpu")
+
+
+def test_bf16_autocast_respects_a_onednn_instruction_cap():
+    # ONEDNN_MAX_CPU_ISA=AVX2 forbids oneDNN's bf16 kernels whatever the processor has: what an
+    # AVX2 laptop gets, where bf16 autocast is several times slower than float32
+    code = "import torch; from genmodels.train import native_bf16; print(native_bf16('cpu'))"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    capped = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert capped.returncode == 0, capped.stderr
+    assert capped.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("cap", ["AVX512_CORE", "avx512_core_vnni", "AVX2_VNNI_2", "SSE41"])
+def test_bf16_autocast_is_off_below_avx512_core_bf16(monkeypatch, cap):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert not train.native_bf16("cpu")  # AVX-512 without BF16: slower than float32 (bf16_isa.py)
+    assert _linear_dtype_under_bf16_autocast() == torch.float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert train.native_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_bf16_autocast_on_gpus_without_native_bf16_and_other_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # a T4: bf16 only emulated
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert not train.native_bf16("cuda") and asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train.native_bf16("cuda:0")  # Ampere and later
+    assert not train.native_bf16("mps") and not train.native_bf16(torch.device("meta"))
+    assert isinstance(train.bf16_autocast("mps"), type(contextlib.nullcontext()))
 
 def test_write_json_replaces_atomically(tmp_path, monkeypatch):
     import json

@@ -86,3 +86,28 @@ def test_load_ddpm_reads_the_parameterization_and_schedule_from_the_record(tmp_p
     bad = save_checkpoint(tmp_path / "x0.pt", unet, config=unet.config, extra=dict(record=record))
     with pytest.raises(ValueError, match="predicts 'x0'.*upgrade genmodels"):
         load_ddpm(bad)
+
+
+def test_unet_computes_float32_under_bf16_autocast_where_bf16_is_emulated(unet, monkeypatch):
+    from genmodels import unet as unet_module
+
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    exact = unet(x, t)
+    monkeypatch.setattr(unet_module, "native_bf16", lambda device: False)  # an AVX2 laptop
+    with pytest.warns(RuntimeWarning, match="no bfloat16 instructions"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = unet(x, t)
+            assert torch.is_autocast_enabled("cpu")  # the caller's autocast is left as it was
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, exact, rtol=0, atol=0)  # the float32 network, bit for bit
+    unet.bf16_where_emulated = True  # to measure bf16 there: kept
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert unet(x, t).dtype == torch.bfloat16
+    finally:
+        del unet.bf16_where_emulated
+    monkeypatch.setattr(unet_module, "native_bf16", lambda device: True)  # AVX-512 BF16, AMX
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = unet(x, t)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), exact, rtol=0.05, atol=0.05)

@@ -175,6 +175,41 @@ def hardware(device: torch.device | str | None = None) -> str:
     return f"{device.type}: {processor}, {torch.get_num_threads()} threads"
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively, so that bf16 autocast saves time there.
+
+    A CUDA GPU from Ampere on does; an older one (Colab's T4) only emulates it. A CPU does when the
+    processor has the instructions for it, AVX-512 BF16 or AMX, and oneDNN may use them
+    (``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16`` forbids it); on other CPUs the bf16 kernels
+    convert every operand and are slower than float32 (``benchmarks/bf16_isa.py``). Anything else
+    (Apple's MPS) is answered False: float32 is always correct, only sometimes slower.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    if not any(name in cap for name in ("ALL", "BF16", "AMX", "AVX10", "FP16")):
+        return False  # oneDNN is held below AVX512_CORE_BF16: its bf16 kernels emulate
+    try:
+        kernels = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        instructions = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except (AttributeError, RuntimeError):  # a torch without these queries: assume none
+        return False
+    return bool(kernels and instructions)
+
+
+def bf16_autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on ``device`` where it computes bf16 natively (:func:`native_bf16`), and
+    nothing (float32) elsewhere: the network's convolutions and matrix products in bfloat16, the rest
+    in float32. Use it where speed is all that bf16 is for."""
+    device = torch.device(device)
+    if native_bf16(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str:
     """The commit hash of the repository at ``path`` (default: this package's), else
     ``$GENMODELS_COMMIT`` (for a copy of the tree without its ``.git``), else ``"unknown"``."""

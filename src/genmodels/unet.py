@@ -9,13 +9,14 @@ with skip connections between matching resolutions.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genmodels.train import load_model
+from genmodels.train import load_model, native_bf16
 
 __all__ = ["UNet", "UNetConfig", "load_unet", "timestep_embedding"]
 
@@ -94,7 +95,16 @@ def _check_config(config: UNetConfig) -> None:
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): images (B, 1, 28, 28) and timesteps (B,) -> predicted noise (B, 1, 28, 28)."""
+    """eps_theta(x_t, t): images (B, 1, 28, 28) and timesteps (B,) -> predicted noise (B, 1, 28, 28).
+
+    Under bf16 autocast on a device without bfloat16 instructions (an AVX2 laptop, an AVX-512 CPU
+    without BF16: :func:`genmodels.train.native_bf16`), the network computes in float32 instead, with
+    a warning: there bf16 kernels are several times slower than float32 (``benchmarks/bf16_isa.py``)
+    and the book asks for bf16 only for speed. Set ``bf16_where_emulated = True`` on a network to keep
+    bf16 there (to measure it).
+    """
+
+    bf16_where_emulated: bool = False
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
@@ -148,8 +158,16 @@ class UNet(nn.Module):
                              f"and {tuple(t.shape)}")
         if len(x) == 0:
             raise ValueError("empty batch: x has shape (0, 1, 28, 28); pass at least one image")
+        device = x.device.type
+        if (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+                and not self.bf16_where_emulated and not native_bf16(x.device)):
+            warnings.warn(f"bf16 autocast on {device}, which has no bfloat16 instructions: the U-Net "
+                          "computes in float32, several times faster there (benchmarks/bf16_isa.py)",
+                          RuntimeWarning, stacklevel=2)
+            with torch.autocast(device, enabled=False):
+                return self.forward(x, t)
         weights = self.stem.weight.dtype
-        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != weights and not torch.is_autocast_enabled(device):
             uint8 = x.dtype == torch.uint8
             fix = "x.float().div(127.5).sub(1), which maps 0..255 to [-1, 1]" if uint8 else f"x.to({weights})"
             raise ValueError(f"x has dtype {x.dtype}, the U-Net's weights {weights}: convert it with {fix}")

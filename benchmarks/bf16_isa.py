@@ -88,7 +88,8 @@ def worker(repeats: int) -> None:
         row[f"{name}_float32_images_per_s"] = round(fp32, 1)
         row[f"{name}_bf16_images_per_s"] = round(bf16, 1)
         row[f"{name}_bf16_speedup"] = round(bf16 / fp32, 2)
-        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # the U-Net's choice
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the U-Net's note that it computes float32
             asked = rate(True, repeats, keep=False)  # as the notebooks ask for it
         row[f"{name}_autocast_asked_images_per_s"] = round(asked, 1)
     print(json.dumps(row))

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import at_least_one, store_section  # benchmarks/timing.py, beside this script
+from timing import at_least_one, autocast_computed, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, load_ddpm, loss_simple
 from genmodels.pipeline import KEEP_FREED_MEMORY
@@ -156,7 +156,7 @@ def main() -> None:
 
     store_section(
         "allocator", threads=torch.get_num_threads(), repeats=args.repeats, processes=args.processes,
-        autocast="bfloat16", settings={"huge pages": HUGE_PAGES, "freed memory kept": KEEP_FREED},
+        autocast=autocast_computed(), settings={"huge pages": HUGE_PAGES, "freed memory kept": KEEP_FREED},
         arms=list(ARMS), workloads=list(WORKLOADS),  # in this order (the file's keys are sorted)
         threshold="an arm earns its place at >= 1.3x", rows=rows,
     )

@@ -59,6 +59,7 @@ from genmodels.train import (  # noqa: E402
     git_commit,
     hardware,
     modified_code,
+    native_bf16,
     power_ema,
     write_json,
 )
@@ -212,7 +213,8 @@ def main() -> None:
     parser.add_argument("--steps", type=at_least_one, default=1500)
     parser.add_argument("--evaluate-every", type=at_least_one, default=500)
     parser.add_argument("--n-fid", type=at_least_one, default=1000)
-    parser.add_argument("--bf16", action="store_true", help="train and sample under bf16 autocast")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train and sample under bf16 autocast (where the CPU has bf16 instructions)")
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), metavar="NAME",
                         help="measure only these recipes (default: all)")
     parser.add_argument("--minutes", type=float, default=None,
@@ -224,6 +226,10 @@ def main() -> None:
     parser.add_argument("--section", default="ddpm_recipes",
                         help="the entry of results/benchmarks.json (and results/NAME.png) to write")
     args = parser.parse_args()
+    if args.bf16 and not native_bf16("cpu"):
+        print("--bf16: this CPU has no bfloat16 instructions, so the U-Net computes in float32 under the "
+              "autocast (genmodels.unet.UNet); the section records bf16 false")
+        args.bf16 = False
     path = ROOT / "results" / "benchmarks.json"
     stored_sections = json.loads(path.read_text()) if path.exists() else {}
     if not re.fullmatch(r"[a-z0-9_]+", args.section):

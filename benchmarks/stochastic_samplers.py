@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import at_least_one, store_section  # benchmarks/timing.py, beside this script
+from timing import at_least_one, autocast_computed, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import (
@@ -100,7 +100,7 @@ def main() -> None:
 
     store_section(
         "stochastic_samplers", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
-        reference="the 10,000 test images", autocast="bfloat16", rows=rows,
+        reference="the 10,000 test images", autocast=autocast_computed(), rows=rows,
         allocator={name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from genmodels.train import git_commit, hardware, modified_code, write_json
+from genmodels.train import git_commit, hardware, modified_code, native_bf16, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,12 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def autocast_computed() -> str:
+    """What the U-Net computes in under the notebooks' bf16 autocast on this CPU, for a record: bfloat16
+    where the processor has bfloat16 instructions, float32 elsewhere (see genmodels.unet.UNet)."""
+    return "bfloat16" if native_bf16("cpu") else "float32 (bf16 autocast asked; no bf16 instructions)"
 
 
 def timed(step, repeats: int) -> float:

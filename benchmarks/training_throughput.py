@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import torch
-from timing import at_least_one, store_section, timed  # benchmarks/timing.py, beside this script
+from timing import at_least_one, autocast_computed, store_section, timed  # benchmarks/timing.py
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
 from genmodels.train import hardware, read_checkpoint
@@ -130,6 +130,12 @@ def ddpm_step():
     return step, batch
 
 
+def ddpm_precision() -> str:
+    """bf16 where this CPU has bfloat16 instructions; elsewhere the U-Net computes float32 under the
+    autocast (see genmodels.unet.UNet)."""
+    return "bf16" if autocast_computed() == "bfloat16" else "float32"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=at_least_one, default=20)
@@ -138,7 +144,7 @@ def main() -> None:
     print(f"{hardware('cpu')}, torch {torch.__version__}")
     rows = {}
     models = (("VAE (MLP, J = 32)", vae_step()), ("WGAN, weight clipping", wgan_step("clip")),
-              ("WGAN-GP", wgan_step("gp")), ("DDPM (U-Net, bf16)", ddpm_step()))
+              ("WGAN-GP", wgan_step("gp")), (f"DDPM (U-Net, {ddpm_precision()})", ddpm_step()))
     for name, (step, images) in models:
         seconds = timed(step, args.repeats)
         rows[name] = {"images_per_s": round(images / seconds, 1), "seconds_per_step": round(seconds, 4),

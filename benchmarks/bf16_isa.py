@@ -4,16 +4,18 @@ instruction sets of other processors.
 
 Run: python benchmarks/bf16_isa.py [--repeats 5]
 Each row runs in a fresh process. "this processor" runs as it is; the others set ONEDNN_MAX_CPU_ISA
-(and, for AVX2, ATEN_CPU_CAPABILITY=avx2 for PyTorch's own kernels) so that the convolutions and
-matrix products use only what an AVX-512 processor without BF16 (most Intel laptops and servers
-before 2020) or an AVX2 processor (most laptops) has. The clock, caches and cores stay this machine's:
-the ratio of bf16 to float32 in a row is what transfers, not its images per second. Training: one
-step of Algorithm 1 (forward, backward, Adam) of the cpu profile's U-Net (24 channels) on its
-minibatch of 64; sampling: one call of the published network's shape (64 channels, two blocks per
-level) on the evaluation's chunk of 100 images. Each is timed in float32, in bf16 (autocast, kept
-where the U-Net would refuse it) and as the notebooks ask for it (autocast, which the U-Net turns
-into float32 where genmodels.train.native_bf16 answers False; each row records that answer). Results
-(with hardware, commit and torch version) are merged into results/benchmarks.json under "bf16_isa".
+and MKL_ENABLE_INSTRUCTIONS (and, for AVX2, ATEN_CPU_CAPABILITY=avx2 for PyTorch's own kernels) so
+that the convolutions and matrix products use only what an AVX-512 processor without BF16 or an AVX2
+processor (many laptops) has. The clock, caches and cores stay this machine's: the ratio of bf16 to
+float32 in a row is what transfers, not its images per second. Training: one step of Algorithm 1
+(forward, backward, Adam) of the cpu profile's U-Net (24 channels) on its minibatch of 64; sampling:
+one network call (no gradients, t = 500) of a U-Net of the published network's shape (64 channels,
+two blocks per level; random weights, which cost the same) on the evaluation's chunk of 100 images.
+Each is timed in float32, in bf16 (autocast, kept where the U-Net would refuse it) and as the
+notebooks ask for it (autocast, which the U-Net turns into float32 where genmodels.train.native_bf16
+answers False; each row records that answer and oneDNN's own), as the median of --repeats calls after
+two warm-up calls. Results (with hardware, commit and torch version) are merged into
+results/benchmarks.json under "bf16_isa".
 Run it on an idle machine. Not a test.
 """
 
@@ -28,7 +30,7 @@ import sys
 import warnings
 
 import torch
-from timing import at_least_one, store_section, timed  # benchmarks/timing.py, beside this script
+from timing import at_least_one, store_section, timed_median  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
 from genmodels.train import hardware, native_bf16
@@ -36,8 +38,8 @@ from genmodels.unet import UNet, UNetConfig
 
 ROWS = {  # name: environment
     "this processor": {},
-    "AVX-512 without BF16": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
-    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "AVX-512 without BF16": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
 }
 TRAIN = dict(config=UNetConfig(channels=24, blocks_per_level=1), batch=64)  # the cpu profile's
 SAMPLE = dict(config=UNetConfig(channels=64, blocks_per_level=2), batch=100)  # the published one's
@@ -63,7 +65,7 @@ def training_rate(bf16: bool, repeats: int, keep: bool = True) -> float:
         loss.backward()
         optimizer.step()
 
-    return TRAIN["batch"] / timed(step, repeats)
+    return TRAIN["batch"] / timed_median(step, repeats)
 
 
 def sampling_rate(bf16: bool, repeats: int, keep: bool = True) -> float:
@@ -77,12 +79,14 @@ def sampling_rate(bf16: bool, repeats: int, keep: bool = True) -> float:
         with autocast(bf16):
             model(x, t)
 
-    return SAMPLE["batch"] / timed(step, repeats)
+    return SAMPLE["batch"] / timed_median(step, repeats)
 
 
 def worker(repeats: int) -> None:
     """One row, in this process, as JSON on the last line of stdout."""
-    row = {"native_bf16": native_bf16("cpu"), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    row = {"native_bf16": native_bf16("cpu"),
+           "onednn_bf16_kernels": torch.ops.mkldnn._is_mkldnn_bf16_supported(),  # emulated or not
+           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for name, rate in (("train", training_rate), ("sample", sampling_rate)):
         fp32, bf16 = rate(False, repeats), rate(True, repeats)
         row[f"{name}_float32_images_per_s"] = round(fp32, 1)
@@ -107,7 +111,8 @@ def main() -> None:
     rows = {}
     for name, env in ROWS.items():
         environment = {k: v for k, v in os.environ.items()
-                       if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+                       if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                                    "MKL_ENABLE_INSTRUCTIONS")}
         done = subprocess.run([sys.executable, __file__, "--worker", "--repeats", str(args.repeats)],
                               env={**environment, **env}, capture_output=True, text=True)
         if done.returncode != 0:

@@ -188,7 +188,7 @@ def plot_bf16_isa(section: dict, path: Path) -> None:
               "tab:blue"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 * len(names) + 2.0), sharey=True)
     height = 0.8 / len(kinds)
-    for ax, part, title in ((axes[0], "train", "training"), (axes[1], "sample", "sampling")):
+    for ax, part, title in ((axes[0], "train", "training"), (axes[1], "sample", "one network call")):
         for k, (key, label, color) in enumerate(kinds):
             values = [rows[name][f"{part}_{key}_images_per_s"] for name in names]
             positions = [i + (k - 1) * height for i in range(len(names))]
@@ -205,9 +205,10 @@ def plot_bf16_isa(section: dict, path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     train, sample = section["train"], section["sample"]
-    fig.suptitle(f"U-Net training ({train['channels']} channels, batch {train['batch']}) and sampling "
+    fig.suptitle(f"U-Net training ({train['channels']} channels, batch {train['batch']}) and a network call "
                  f"({sample['channels']} channels, chunk {sample['batch']}) on {section['hardware']},\n"
-                 "oneDNN held to each row's instructions; ratios to float32 in the same row", fontsize=9)
+                 "oneDNN and MKL held to each row's instructions; ratios to float32 in the same row",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
 

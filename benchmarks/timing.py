@@ -3,6 +3,7 @@ results/benchmarks.json with where and when it was measured."""
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def timed(step, repeats: int) -> float:
     for _ in range(repeats):
         step()
     return (time.perf_counter() - started) / repeats
+
+
+def timed_median(step, repeats: int) -> float:
+    """Seconds of the median call of ``step`` among ``repeats``, after two warm-up calls: on a shared
+    machine, one slow call moves a mean but not a median."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}: a time per call needs a timed call")
+    step()
+    step()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def store_section(name: str, **fields) -> Path:

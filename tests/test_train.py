@@ -361,36 +361,59 @@ def _linear_dtype_under_bf16_autocast(device: str = "cpu") -> torch.dtype:
 
 
 def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert not train.native_bf16("cpu")  # AVX-512 without BF16, AVX2, ARM: bf16 would be slower
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(train, "_onednn_bf16", lambda: True)
+    monkeypatch.setattr(train, "_bf16_instructions", lambda: True)  # AVX-512 BF16 or AMX
+    assert train.native_bf16("cpu")
+    assert _linear_dtype_under_bf16_autocast() == torch.bfloat16
+    monkeypatch.setattr(train, "_bf16_instructions", lambda: False)  # AVX-512 alone, AVX2
+    assert not train.native_bf16("cpu")
     assert _linear_dtype_under_bf16_autocast() == torch.float32
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # oneDNN may use bf16 on this machine
-        assert train.native_bf16("cpu")
-        assert _linear_dtype_under_bf16_autocast() == torch.bfloat16
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the query: float32
+    monkeypatch.setattr(train, "_bf16_instructions", lambda: True)
+    monkeypatch.setattr(train, "_onednn_bf16", lambda: False)  # oneDNN will not compute bf16 here
     assert not train.native_bf16("cpu")
 
 
+def test_bf16_instructions_are_none_where_torch_cannot_say(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert train._bf16_instructions()
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the query: float32
+    assert not train._bf16_instructions()
+
+
 def test_bf16_autocast_respects_a_onednn_instruction_cap():
-    # ONEDNN_MAX_CPU_ISA=AVX2 forbids oneDNN's bf16 kernels whatever the processor has: what an
-    # AVX2 laptop gets, where bf16 autocast is several times slower than float32
-    code = "import torch; from genmodels.train import native_bf16; print(native_bf16('cpu'))"
+    # ONEDNN_MAX_CPU_ISA=AVX2, in a fresh process as on an AVX2 laptop: float32 (there bf16 autocast
+    # is many times slower); on a processor with bf16 instructions, oneDNN's own answer agrees
+    code = "from genmodels.train import native_bf16; print(native_bf16('cpu'))"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     capped = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert capped.returncode == 0, capped.stderr
     assert capped.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("cap", ["AVX512_CORE", "avx512_core_vnni", "AVX2_VNNI_2", "SSE41"])
-def test_bf16_autocast_is_off_below_avx512_core_bf16(monkeypatch, cap):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-    assert not train.native_bf16("cpu")  # AVX-512 without BF16: slower than float32 (bf16_isa.py)
-    assert _linear_dtype_under_bf16_autocast() == torch.float32
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert train.native_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+@pytest.mark.parametrize("onednn, dnnl, native", [
+    ("AVX512_CORE", None, False),  # AVX-512 without BF16: bf16 slower than float32
+    ("avx512_core_vnni", None, False),
+    ("AVX2_VNNI_2", None, False),
+    ("SSE41", None, False),
+    (None, "AVX2", False),  # the older name
+    ("ALL", "AVX2", True),  # ONEDNN_ first, as oneDNN reads them
+    ("AVX512_CORE_BF16", None, True),
+    ("AVX512_CORE_AMX", None, True),
+    ("", None, True),  # values oneDNN ignores leave it uncapped
+    ("no-such-isa", None, True),
+])
+def test_bf16_autocast_is_off_below_avx512_core_bf16(monkeypatch, onednn, dnnl, native):
+    monkeypatch.setattr(train, "_onednn_bf16", lambda: True)  # the processor's answers, uncapped
+    monkeypatch.setattr(train, "_bf16_instructions", lambda: True)
+    for name, value in (("ONEDNN_MAX_CPU_ISA", onednn), ("DNNL_MAX_CPU_ISA", dnnl)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert train.native_bf16("cpu") is native
 
 
 def test_bf16_autocast_on_gpus_without_native_bf16_and_other_devices(monkeypatch):

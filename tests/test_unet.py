@@ -94,12 +94,15 @@ def test_unet_computes_float32_under_bf16_autocast_where_bf16_is_emulated(unet, 
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
     exact = unet(x, t)
     monkeypatch.setattr(unet_module, "native_bf16", lambda device: False)  # an AVX2 laptop
-    with pytest.warns(RuntimeWarning, match="no bfloat16 instructions"):
+    with pytest.warns(RuntimeWarning, match="not native") as warned:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = unet(x, t)
             assert torch.is_autocast_enabled("cpu")  # the caller's autocast is left as it was
+            from_bf16 = unet(x.bfloat16(), t)  # a bf16 input, as autocast accepts it
+    assert warned[0].filename == __file__  # the caller's line, not torch's
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, exact, rtol=0, atol=0)  # the float32 network, bit for bit
+    torch.testing.assert_close(from_bf16, unet(x.bfloat16().float(), t), rtol=0, atol=0)
     unet.bf16_where_emulated = True  # to measure bf16 there: kept
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -111,3 +114,11 @@ def test_unet_computes_float32_under_bf16_autocast_where_bf16_is_emulated(unet, 
         out = unet(x, t)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), exact, rtol=0.05, atol=0.05)
+
+
+def test_a_compiled_unet_reads_the_bf16_check_without_a_graph_break(unet):
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(unet)(x, t)
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -175,29 +175,50 @@ def hardware(device: torch.device | str | None = None) -> str:
     return f"{device.type}: {processor}, {torch.get_num_threads()} threads"
 
 
+# oneDNN's instruction sets below AVX512_CORE_BF16, the first with bfloat16 arithmetic: held to one of
+# them by ONEDNN_MAX_CPU_ISA, its bf16 kernels emulate (it ignores values it does not know)
+_BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def _onednn_cap() -> str:
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # oneDNN's order
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip().upper()
+    return "ALL"
+
+
+def _onednn_bf16() -> bool:
+    """oneDNN's own answer: may its kernels compute in bfloat16 here (natively or not)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN or without the query
+        return False
+
+
+def _bf16_instructions() -> bool:
+    """Whether this x86 processor has bfloat16 arithmetic: AVX-512 BF16 or AMX."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes in bfloat16 natively, so that bf16 autocast saves time there.
 
-    A CUDA GPU from Ampere on does; an older one (Colab's T4) only emulates it. A CPU does when the
-    processor has the instructions for it, AVX-512 BF16 or AMX, and oneDNN may use them
-    (``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16`` forbids it); on other CPUs the bf16 kernels
-    convert every operand and are slower than float32 (``benchmarks/bf16_isa.py``). Anything else
-    (Apple's MPS) is answered False: float32 is always correct, only sometimes slower.
+    The current CUDA GPU does from Ampere on; an older one (Colab's T4) only emulates it. An x86 CPU
+    does when the processor has the instructions for it, AVX-512 BF16 or AMX, and oneDNN may use them
+    (``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16`` forbids it); on other x86 CPUs the bf16
+    kernels convert every operand and are slower than float32 (``benchmarks/bf16_isa.py``). Anything
+    else (ARM processors, Apple's MPS) is answered False, unmeasured: float32 is always correct, at
+    worst slower.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
+    if device.type != "cpu" or _onednn_cap() in _BELOW_BF16:
         return False
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
-    if not any(name in cap for name in ("ALL", "BF16", "AMX", "AVX10", "FP16")):
-        return False  # oneDNN is held below AVX512_CORE_BF16: its bf16 kernels emulate
-    try:
-        kernels = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        instructions = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except (AttributeError, RuntimeError):  # a torch without these queries: assume none
-        return False
-    return bool(kernels and instructions)
+    return _onednn_bf16() and _bf16_instructions()
 
 
 def bf16_autocast(device: torch.device | str) -> contextlib.AbstractContextManager:

@@ -9,6 +9,7 @@ with skip connections between matching resolutions.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -94,14 +95,28 @@ def _check_config(config: UNetConfig) -> None:
         raise ValueError("UNetConfig: " + "; ".join(problems))
 
 
+@torch.compiler.assume_constant_result  # a compiled forward reads it once, without a graph break
+def _native_bf16(device: str) -> bool:
+    return native_bf16(device)
+
+
+def _stacklevel_outside_the_libraries() -> int:
+    """warnings.warn's stacklevel that names the first caller outside torch and genmodels: the line of
+    the notebook or script that called the network (and so is warned once)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("torch", "genmodels"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t): images (B, 1, 28, 28) and timesteps (B,) -> predicted noise (B, 1, 28, 28).
 
-    Under bf16 autocast on a device without bfloat16 instructions (an AVX2 laptop, an AVX-512 CPU
-    without BF16: :func:`genmodels.train.native_bf16`), the network computes in float32 instead, with
-    a warning: there bf16 kernels are several times slower than float32 (``benchmarks/bf16_isa.py``)
-    and the book asks for bf16 only for speed. Set ``bf16_where_emulated = True`` on a network to keep
-    bf16 there (to measure it).
+    Under bf16 autocast on a device where bfloat16 is not native (an AVX2 laptop, an AVX-512 CPU
+    without BF16, a T4: :func:`genmodels.train.native_bf16`), the network computes in float32 instead,
+    with a warning for each line that calls it: on such CPUs bf16 kernels are many times slower than
+    float32 (``benchmarks/bf16_isa.py``), and the book asks for bf16 only for speed. Set
+    ``bf16_where_emulated = True`` on a network to keep bf16 there (to measure it).
     """
 
     bf16_where_emulated: bool = False
@@ -159,19 +174,21 @@ class UNet(nn.Module):
         if len(x) == 0:
             raise ValueError("empty batch: x has shape (0, 1, 28, 28); pass at least one image")
         device = x.device.type
-        if (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
-                and not self.bf16_where_emulated and not native_bf16(x.device)):
-            warnings.warn(f"bf16 autocast on {device}, which has no bfloat16 instructions: the U-Net "
-                          "computes in float32, several times faster there (benchmarks/bf16_isa.py)",
-                          RuntimeWarning, stacklevel=2)
-            with torch.autocast(device, enabled=False):
-                return self.forward(x, t)
         weights = self.stem.weight.dtype
+        compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # no graph break for a check
+        if (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+                and not self.bf16_where_emulated and not _native_bf16(str(x.device))):
+            if not compiling:
+                warnings.warn(f"bf16 autocast on {device}, where bfloat16 is not native (genmodels.train."
+                              "native_bf16): the U-Net computes in float32, which is faster there than "
+                              "emulated bf16 (benchmarks/bf16_isa.py)", RuntimeWarning,
+                              stacklevel=_stacklevel_outside_the_libraries())
+            with torch.autocast(device, enabled=False):
+                return self.forward(x.to(weights) if x.is_floating_point() else x, t)
         if x.dtype != weights and not torch.is_autocast_enabled(device):
             uint8 = x.dtype == torch.uint8
             fix = "x.float().div(127.5).sub(1), which maps 0..255 to [-1, 1]" if uint8 else f"x.to({weights})"
             raise ValueError(f"x has dtype {x.dtype}, the U-Net's weights {weights}: convert it with {fix}")
-        compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # no graph break for a check
         invalid = (t < 0) | (t != t.round())  # the schedule's own range, 1..T, is checked by its callers
         if not compiling and invalid.any():
             raise ValueError(f"t must hold non-negative integer timesteps (1..T of the noise schedule), got "

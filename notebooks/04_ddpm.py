@@ -401,9 +401,10 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 #   \sqrt{\bar\alpha_t}\, v_\theta$, so every sampler and the bound below take it unchanged;
 # - **bfloat16 autocast** for the network's convolutions and products (the loss stays in float32),
 #   the one speed lever of `benchmarks/unet_levers.py` that was worth 1.3 times or more, on a
-#   processor with bfloat16 instructions (AVX-512 BF16 or AMX, as the benchmarks' has) or a GPU
-#   from Ampere on. Most laptops have none, and there bfloat16 is many times slower than float32
-#   (`benchmarks/bf16_isa.py`), so there the U-Net computes in float32 under the same autocast.
+#   processor with bfloat16 instructions (AVX-512 BF16 or AMX, as the benchmarks' machine has) or
+#   a GPU from Ampere on. Many laptops have none, and there bfloat16 is slower than float32, on
+#   AVX2 many times slower (`benchmarks/bf16_isa.py`), so there the U-Net computes in float32
+#   under the same autocast.
 #
 # The `cpu` profile's minibatches hold 64 images, not Ho et al.'s 128: over the first twelve minutes
 # twice as many steps of half the size reached a lower FID (the `ddpm_batch` entry of

@@ -31,21 +31,9 @@ def autocast_computed() -> str:
     return "bfloat16" if native_bf16("cpu") else "float32 (bf16 autocast asked; no bf16 instructions)"
 
 
-def timed(step, repeats: int) -> float:
-    """Seconds per call of ``step``, after two warm-up calls (which also compile, under torch.compile)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}: a time per call needs a timed call")
-    step()
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
-
-
-def timed_median(step, repeats: int) -> float:
-    """Seconds of the median call of ``step`` among ``repeats``, after two warm-up calls: on a shared
-    machine, one slow call moves a mean but not a median."""
+def _seconds_per_call(step, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``step``, after two warm-up calls (which also compile,
+    under torch.compile)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}: a time per call needs a timed call")
     step()
@@ -55,7 +43,18 @@ def timed_median(step, repeats: int) -> float:
         started = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+    return seconds
+
+
+def timed(step, repeats: int) -> float:
+    """Mean seconds per call of ``step``, after two warm-up calls."""
+    return statistics.fmean(_seconds_per_call(step, repeats))
+
+
+def timed_median(step, repeats: int) -> float:
+    """Seconds of the median call of ``step`` among ``repeats``, after two warm-up calls: on a shared
+    machine, one slow call moves a mean but not a median."""
+    return statistics.median(_seconds_per_call(step, repeats))
 
 
 def store_section(name: str, **fields) -> Path:

@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 import torch
-from timing import at_least_one, autocast_computed, store_section, timed  # benchmarks/timing.py
+from timing import at_least_one, store_section, timed  # benchmarks/timing.py, beside this script
 
 from genmodels.diffusion import NoiseSchedule, loss_simple
-from genmodels.train import hardware, read_checkpoint
+from genmodels.train import hardware, native_bf16, read_checkpoint
 from genmodels.unet import UNet, UNetConfig
 from genmodels.vae import VAE, VAEConfig, binarize, elbo_terms
 from genmodels.wgan import (
@@ -130,12 +130,6 @@ def ddpm_step():
     return step, batch
 
 
-def ddpm_precision() -> str:
-    """bf16 where this CPU has bfloat16 instructions; elsewhere the U-Net computes float32 under the
-    autocast (see genmodels.unet.UNet)."""
-    return "bf16" if autocast_computed() == "bfloat16" else "float32"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=at_least_one, default=20)
@@ -143,8 +137,9 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{hardware('cpu')}, torch {torch.__version__}")
     rows = {}
+    precision = "bf16" if native_bf16("cpu") else "float32"  # what the U-Net computes under the autocast
     models = (("VAE (MLP, J = 32)", vae_step()), ("WGAN, weight clipping", wgan_step("clip")),
-              ("WGAN-GP", wgan_step("gp")), (f"DDPM (U-Net, {ddpm_precision()})", ddpm_step()))
+              ("WGAN-GP", wgan_step("gp")), (f"DDPM (U-Net, {precision})", ddpm_step()))
     for name, (step, images) in models:
         seconds = timed(step, args.repeats)
         rows[name] = {"images_per_s": round(images / seconds, 1), "seconds_per_step": round(seconds, 4),

@@ -151,3 +151,14 @@ def test_the_bf16_figure_draws_each_rows_three_rates(tmp_path):
     assert widths == sorted([100.0, 150.0, 150.0, 200.0, 20.0, 200.0])
     labels = [text.get_text() for text in training.texts]
     assert " 1.50x" in labels and " 0.10x" in labels  # each bar's ratio to its row's float32
+
+
+def test_the_median_timer_is_not_moved_by_one_slow_call(monkeypatch):
+    timing = load("timing")
+    clock = iter([0.0, 1.0, 1.0, 11.0, 11.0, 12.0])  # timed calls of 1, 10 and 1 seconds
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    assert timing.timed_median(lambda: None, 3) == 1.0
+    clock = iter([0.0, 1.0, 1.0, 11.0, 11.0, 12.0])
+    assert timing.timed(lambda: None, 3) == 4.0  # the mean is
+    with pytest.raises(ValueError, match="at least 1"):
+        timing.timed_median(lambda: None, 0)

@@ -213,6 +213,37 @@ def plot_bf16_isa(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_bf16_quality(section: dict, path: Path) -> None:
+    """The published DDPM's FID in float32 and in bf16, seed by seed (each pair drew the same noise), and
+    how often the classifier gives a pair's two images the same digit."""
+    rows = section["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+    for row in rows:
+        axes[0].plot([row["fid_float32"], row["fid_bf16"]], [0, 1], color="tab:gray", lw=0.8, marker="o",
+                     ms=4)
+        axes[0].annotate(f"seed {row['seed']}", (row["fid_bf16"], 1), textcoords="offset points",
+                         xytext=(0, -14), ha="center", fontsize=7)
+    axes[0].set_yticks([0, 1], ["float32", "bf16 autocast"])
+    axes[0].set_ylim(1.5, -0.5)
+    axes[0].set_xlabel("FID (lower is better)")
+    seeds = [f"seed {row['seed']}" for row in rows]
+    same = [100 * row["same_digit"] for row in rows]
+    bars = axes[1].barh(seeds, same, color="tab:blue")
+    for bar, row in zip(bars, rows, strict=True):
+        axes[1].text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                     f" {100 * row['same_digit']:.1f} %, mean |difference| {row['mean_abs_difference']:.4f}",
+                     va="center", fontsize=7)
+    axes[1].set_xlim(0, 160)
+    axes[1].set_xticks([0, 25, 50, 75, 100])
+    axes[1].invert_yaxis()
+    axes[1].set_xlabel("pairs the classifier calls the same digit (%)")
+    fig.suptitle(f"the published DDPM, {section['sampler']}, {section['calls']} network calls,\n"
+                 f"N = {section['n']:,} per seed and precision, the same noise in both; on "
+                 f"{section['hardware']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -226,6 +257,9 @@ def main() -> None:
     if "bf16_isa" in stored:
         plot_bf16_isa(stored["bf16_isa"], ROOT / "results" / "bf16_isa.png")
         print("written results/bf16_isa.png")
+    if "bf16_quality" in stored:
+        plot_bf16_quality(stored["bf16_quality"], ROOT / "results" / "bf16_quality.png")
+        print("written results/bf16_quality.png")
     if "stochastic_samplers" in stored:
         plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
         print("written results/stochastic_samplers.png")

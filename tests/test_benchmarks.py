@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +163,39 @@ def test_the_median_timer_is_not_moved_by_one_slow_call(monkeypatch):
     assert timing.timed(lambda: None, 3) == 4.0  # the mean is
     with pytest.raises(ValueError, match="at least 1"):
         timing.timed_median(lambda: None, 0)
+
+
+def test_both_precisions_of_the_bf16_quality_check_draw_the_same_noise(beside):
+    """The float32 and bf16 images of a seed may differ only by the network's arithmetic: with a
+    network whose output bf16 cannot round (zero), the two are equal to the bit, another seed is not,
+    and a count that is not a whole number of the evaluation's chunks is drawn in full."""
+    quality = load("bf16_quality")
+    from genmodels.diffusion import NoiseSchedule
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    schedule = NoiseSchedule(T=100, kind="cosine")
+    float32, _ = quality.sample(Zero(), schedule, 150, 5, seed=1, bf16=False)
+    bf16, _ = quality.sample(Zero(), schedule, 150, 5, seed=1, bf16=True)
+    other, _ = quality.sample(Zero(), schedule, 150, 5, seed=2, bf16=False)
+    assert float32.shape == (150, 1, 28, 28) and float32.min() >= 0 and float32.max() <= 1
+    assert torch.equal(float32, bf16)
+    assert not torch.equal(float32, other)
+
+
+def test_the_bf16_quality_figure_pairs_each_seeds_two_scores(tmp_path):
+    plot = load("plot")
+    rows = [{"seed": seed, "fid_float32": 1.0 + seed, "fid_bf16": 1.1 + seed, "same_digit": 0.99,
+             "mean_abs_difference": 0.0006} for seed in (0, 1)]
+    section = {"rows": rows, "hardware": "cpu: test", "sampler": "SDE-DPM-Solver++(2M)", "calls": 20,
+               "n": 1000}
+    plot.plot_bf16_quality(section, tmp_path / "quality.png")
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+
+    scores, agreement = plt.gcf().axes
+    assert sorted(tuple(line.get_xdata()) for line in scores.lines) == [(1.0, 1.1), (2.0, 2.1)]
+    assert [round(bar.get_width(), 6) for bar in agreement.patches] == [99.0, 99.0]
+    assert " 99.0 %, mean |difference| 0.0006" in [text.get_text() for text in agreement.texts]

@@ -20,6 +20,10 @@ help:
 	@echo "make gpu-dry              every notebook with the gpu profile's shapes and settings for a handful"
 	@echo "                          of steps, on the CPU, publishing nothing (part of make test)"
 	@echo "make sync                 pair notebooks/NN_name.py with its .ipynb (jupytext; makes a new one)"
+	@echo "make install              only create .venv with the pinned versions (book and test also do)"
+	@echo "make data                 prepare MNIST offline (test, results and gpu-dry also do)"
+	@echo "make lint                 ruff on the code and the notebooks"
+	@echo "make clean                remove the book's build folder (book/_build)"
 
 $(STAMP): pyproject.toml requirements-lock.txt requirements-data.txt
 	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \

@@ -1,8 +1,9 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
-results/training_throughput.png, results/allocator.png, results/bf16_isa.png and
-results/stochastic_samplers.png; and results/ddpm_profiles.png, the DDPM notebook's runs side by side
-from their checkpoint records: the published one (checkpoints/ddpm.json, the gpu profile), the gpu
-profile's first run (results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
+results/training_throughput.png, results/allocator.png, results/bf16_isa.png,
+results/bf16_quality.png and results/stochastic_samplers.png; and results/ddpm_profiles.png, the
+DDPM notebook's runs side by side from their checkpoint records: the published one
+(checkpoints/ddpm.json, the gpu profile), the gpu profile's first run (results/gpu-h200/ddpm.json)
+and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 

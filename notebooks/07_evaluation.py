@@ -140,7 +140,7 @@ reference = FeatureStatistics(test_features.shape[1]).update(test_features)
 # $\eta = 1$ on each of three seeds ([benchmarks page](../chapters/benchmarks.md)). It runs under
 # bf16 autocast where the device has bfloat16 instructions, as the DDPM notebook does: from the same
 # noise, float32 gives the same digits and an FID about one percent lower, a quarter of the spread
-# between seeds (same page). The
+# between seeds at 1,000 samples (same page). The
 # two VAE rows differ only in what counts as "the sample": the decoder's pixel probabilities, or a
 # Bernoulli draw from them (the model's actual samples; see the [VAE notebook](02_vae.ipynb)). Binary
 # images are far from MNIST's grey strokes in the classifier's eyes too, so the second floor row
@@ -491,9 +491,9 @@ for better, worse in zip(ranked, ranked[1:], strict=False):
 # ## Inception FID, where its weights are present
 #
 # The standard FID uses pytorch-fid's Inception-v3 weights, which cannot be downloaded on the machines
-# this book is built on. Where they are already in torch's hub cache (on Colab, after pytorch-fid has
-# fetched them once), the same path computes it, for seed 0 of every row; elsewhere the cell says why
-# it cannot.
+# this book is built on. Where they are already in torch's hub cache (on Colab, run
+# `!pip install pytorch-fid` and `pytorch_fid.inception.fid_inception_v3()` once, which downloads
+# them), the same path computes it, for seed 0 of every row; elsewhere the cell says why it cannot.
 
 # %%
 try:

@@ -384,6 +384,7 @@ def dpm_solver_2m_sample(
     device: torch.device | str | None = None,
     clip_x0: bool = False,
     stochastic: bool = False,
+    eta: float | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE solved in log-SNR time
     lambda = log(alpha / sigma), with the data prediction x0_theta, to second order, one network
@@ -407,7 +408,24 @@ def dpm_solver_2m_sample(
     Its first-order step (D = x0_t) is the posterior q(x_s | x_t, x0 = x0_t) sampled, which is DDIM
     with eta = 1: the second-order term corrects Algorithm 2's jump with the previous prediction, at
     no extra network call.
+
+    ``eta`` (stochastic only; 1 when not given) scales the fresh noise against the posterior's:
+
+    x_s = (sigma_s / sigma_t) e^{-eta h} x_t + alpha_s (1 - e^{-(1 + eta) h}) D
+          + sigma_s sqrt(1 - e^{-2 eta h}) z,
+
+    which takes q(x_t | x0) to q(x_s | x0) for every eta >= 0 when D = x0 (0: the ODE step above, with
+    a draw of noise it multiplies by zero; above 1: more noise than Algorithm 2 puts back, so more of
+    the network's earlier errors are washed out, at a larger error per step).
     """
+    if eta is not None and not stochastic:
+        raise ValueError(f"eta sets the noise of the stochastic solver, got eta={eta} without "
+                         "stochastic=True: pass stochastic=True with it (eta = 0 is the ODE, which "
+                         "stochastic=False solves without drawing noise)")
+    if eta is None:
+        eta = 1.0
+    if not (math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0 (1: the reverse SDE, 0: the ODE), got {eta}")
     if steps is not None and timesteps is not None:
         raise ValueError(f"pass steps or timesteps, not both (got steps={steps} and timesteps={timesteps}): "
                          "timesteps sets the steps itself")
@@ -439,8 +457,8 @@ def dpm_solver_2m_sample(
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
         if stochastic:
             noise = torch.randn(shape, generator=generator, device=device)
-            x = (sigma_s / sigma_t) * math.exp(-h) * x - alpha_s * math.expm1(-2 * h) * d \
-                + sigma_s * math.sqrt(-math.expm1(-2 * h)) * noise
+            x = (sigma_s / sigma_t) * math.exp(-eta * h) * x - alpha_s * math.expm1(-(1 + eta) * h) * d \
+                + sigma_s * math.sqrt(-math.expm1(-2 * eta * h)) * noise
         else:
             x = (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
         previous_x0, previous_h = x0, h

@@ -1,9 +1,9 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
 results/training_throughput.png, results/allocator.png, results/bf16_isa.png,
-results/bf16_quality.png and results/stochastic_samplers.png; and results/ddpm_profiles.png, the
-DDPM notebook's runs side by side from their checkpoint records: the published one
-(checkpoints/ddpm.json, the gpu profile), the gpu profile's first run (results/gpu-h200/ddpm.json)
-and the cpu profile's (results/cpu-xeon/ddpm.json).
+results/bf16_quality.png, results/sampler_noise.png and results/stochastic_samplers.png; and
+results/ddpm_profiles.png, the DDPM notebook's runs side by side from their checkpoint records: the
+published one (checkpoints/ddpm.json, the gpu profile), the gpu profile's first run
+(results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
 
     python benchmarks/plot.py
 
@@ -245,6 +245,31 @@ def plot_bf16_quality(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_sampler_noise(section: dict, path: Path) -> None:
+    """FID and legible share against the sampler's noise eta, one grey line per seed (the seeds are
+    shared), with the mean over seeds; eta = 1 (the reverse SDE) marked."""
+    rows = section["rows"]
+    etas = sorted({row["eta"] for row in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, key, label in ((axes[0], "fid", "FID (lower is better)"),
+                           (axes[1], "legible", "legible share (confidence above 0.9)")):
+        for seed in section["seeds"]:
+            values = [next(r[key] for r in rows if r["eta"] == eta and r["seed"] == seed) for eta in etas]
+            ax.plot(etas, values, color="tab:gray", lw=0.8, marker="o", ms=3,
+                    label="one seed" if seed == section["seeds"][0] else None)
+        means = [sum(r[key] for r in rows if r["eta"] == eta) / len(section["seeds"]) for eta in etas]
+        ax.plot(etas, means, color="tab:red", lw=1.5, marker="s", ms=4, label="mean over seeds")
+        ax.axvline(1.0, color="tab:blue", lw=0.8, ls="--", label="eta = 1: the reverse SDE")
+        ax.set_xlabel("eta (the fresh noise against the posterior's)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"the published DDPM, {section['sampler']}, {section['calls']} network calls, "
+                 f"N = {section['n']:,} per eta and seed (seeds {section['seeds']}),\n"
+                 f"on {section['hardware']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -261,6 +286,9 @@ def main() -> None:
     if "bf16_quality" in stored:
         plot_bf16_quality(stored["bf16_quality"], ROOT / "results" / "bf16_quality.png")
         print("written results/bf16_quality.png")
+    if "sampler_noise" in stored:
+        plot_sampler_noise(stored["sampler_noise"], ROOT / "results" / "sampler_noise.png")
+        print("written results/sampler_noise.png")
     if "stochastic_samplers" in stored:
         plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
         print("written results/stochastic_samplers.png")

@@ -3,14 +3,16 @@ trailing timesteps for several values of its noise knob eta (1 is the reverse SD
 evaluation samples; 0 the probability-flow ODE; above 1 more noise than Algorithm 2 puts back).
 
 Run: python benchmarks/sampler_noise.py [--n 1000] [--seeds 0 1 2] [--etas 0.5 1 1.5 2 2.5 3] [--calls 20]
+                                       [--device cpu]
 Each eta draws N images per seed from checkpoints/ddpm.pt as the evaluation draws them (chunks of
 100, bf16 autocast where the processor has bfloat16 instructions), from the same seeds; each set is
 scored by the book's FID (classifier features against the 10,000 test images) and its legible share.
 The seeds are shared, so compare the values of eta seed by seed. Results (with hardware, commit and
-the checkpoint's hash) are merged into results/benchmarks.json under "sampler_noise". About five
+the checkpoint's hash) are merged into results/benchmarks.json under "sampler_noise". About six
 minutes per value of eta on two cores at the defaults; run it with the allocator setting
 `make results` uses (genmodels.pipeline.KEEP_FREED_MEMORY) for the evaluation's times per 1,000.
-Not a test.
+On a GPU (--device cuda) the table's N of 10,000 per seed takes seconds per value of eta; the record
+then names that device. Not a test.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from genmodels.diffusion import dpm_solver_2m_sample, load_ddpm, trailing_timest
 from genmodels.features import feature_statistics, legible_share, load_classifier
 from genmodels.metrics import frechet_distance
 from genmodels.pipeline import KEEP_FREED_MEMORY
-from genmodels.train import file_sha256, hardware
+from genmodels.train import file_sha256, hardware, native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 100  # the evaluation notebook's
@@ -43,16 +45,18 @@ def noise_level(text: str) -> float:
     return value
 
 
-def sample(model, schedule, n: int, calls: int, seed: int, eta: float) -> tuple[torch.Tensor, float]:
+def sample(model, schedule, n: int, calls: int, seed: int, eta: float,
+           device: torch.device | None = None) -> tuple[torch.Tensor, float]:
     """n images on [0, 1] as the evaluation draws them, with noise eta, and the seconds they took."""
-    generator, chunks = torch.Generator().manual_seed(seed), []
+    device = device if device is not None else torch.device("cpu")
+    generator, chunks = torch.Generator(device=device).manual_seed(seed), []
     started = time.perf_counter()
     for start in range(0, n, CHUNK):
-        with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        with torch.autocast(device.type, dtype=torch.bfloat16), torch.no_grad():
             x = dpm_solver_2m_sample(model, schedule, (min(CHUNK, n - start), 1, 28, 28),
                                      timesteps=trailing_timesteps(schedule.T, calls), stochastic=True,
-                                     eta=eta, generator=generator)
-        chunks.append(((x.float() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
+                                     eta=eta, generator=generator, device=device)
+        chunks.append(((x.float().cpu() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
     return torch.cat(chunks), time.perf_counter() - started
 
 
@@ -62,18 +66,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--etas", type=noise_level, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     parser.add_argument("--calls", type=at_least_one, default=20)
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu or cuda")
     args = parser.parse_args()
     checkpoint = ROOT / "checkpoints" / "ddpm.pt"
-    model, schedule, _ = load_ddpm(checkpoint)
+    model, schedule, _ = load_ddpm(checkpoint, map_location=args.device)
     classifier, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
     reference = feature_statistics(classifier, load_mnist(train=False).data)
-    print(f"{hardware('cpu')}; N = {args.n:,} per eta and seed, seeds {args.seeds}, {args.calls} calls",
+    print(f"{hardware(args.device)}; N = {args.n:,} per eta and seed, seeds {args.seeds}, {args.calls} calls",
           flush=True)
 
     rows = []
     for eta in args.etas:
         for seed in args.seeds:
-            images, seconds = sample(model, schedule, args.n, args.calls, seed, eta)
+            images, seconds = sample(model, schedule, args.n, args.calls, seed, eta, args.device)
             statistics = feature_statistics(classifier, images)
             fid = frechet_distance(reference.mean, reference.covariance, statistics.mean,
                                    statistics.covariance)
@@ -86,7 +91,9 @@ def main() -> None:
     store_section(
         "sampler_noise", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
         calls=args.calls, sampler="SDE-DPM-Solver++(2M), trailing timesteps", chunk=CHUNK,
-        reference="the 10,000 test images", autocast=autocast_computed(), rows=rows,
+        reference="the 10,000 test images", rows=rows, hardware=hardware(args.device),
+        autocast=autocast_computed() if args.device.type == "cpu"
+        else ("bfloat16" if native_bf16(args.device) else "float32 (no bfloat16 on this device)"),
         allocator={name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
     )
 

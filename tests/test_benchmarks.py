@@ -199,3 +199,47 @@ def test_the_bf16_quality_figure_pairs_each_seeds_two_scores(tmp_path):
     assert sorted(tuple(line.get_xdata()) for line in scores.lines) == [(1.0, 1.1), (2.0, 2.1)]
     assert [round(bar.get_width(), 6) for bar in agreement.patches] == [99.0, 99.0]
     assert " 99.0 %, mean |difference| 0.0006" in [text.get_text() for text in agreement.texts]
+
+
+def test_the_sampler_noise_figure_draws_each_seed_and_the_mean_against_eta(tmp_path):
+    plot = load("plot")
+    rows = [{"eta": eta, "seed": seed, "fid": 1.0 + seed + eta, "legible": 0.9} for eta in (0.5, 1.0, 2.0)
+            for seed in (0, 1)]
+    section = {"rows": rows, "seeds": [0, 1], "hardware": "cpu: test", "sampler": "SDE-DPM-Solver++(2M)",
+               "calls": 20, "n": 1000}
+    plot.plot_sampler_noise(section, tmp_path / "noise.png")
+    assert (tmp_path / "noise.png").stat().st_size > 0
+    import matplotlib.pyplot as plt
+
+    scores = plt.gcf().axes[0]
+    lines = {line.get_label(): line for line in scores.lines}
+    assert list(lines["mean over seeds"].get_ydata()) == [2.0, 2.5, 3.5]  # (1 + eta) + (2 + eta), halved
+    assert list(lines["one seed"].get_xdata()) == [0.5, 1.0, 2.0]
+
+
+def test_the_sampler_noise_benchmark_takes_only_a_usable_eta(beside):
+    import argparse
+
+    noise = load("sampler_noise")
+    assert noise.noise_level("1.5") == 1.5 and noise.noise_level("0") == 0.0
+    for text in ("-1", "nan", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="finite number >= 0"):
+            noise.noise_level(text)
+
+
+def test_the_sampler_noise_benchmark_draws_a_seeds_images_again_and_another_seeds_not(beside):
+    """A seed's images are the same run after run (the device named or not), so the values of eta
+    compare seed by seed; another seed's differ; a count that is not a whole number of the
+    evaluation's chunks is drawn in full."""
+    noise = load("sampler_noise")
+    from genmodels.diffusion import NoiseSchedule
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    schedule = NoiseSchedule(T=100, kind="cosine")
+    one, _ = noise.sample(Zero(), schedule, 150, 5, seed=1, eta=1.0)
+    again, _ = noise.sample(Zero(), schedule, 150, 5, seed=1, eta=1.0, device=torch.device("cpu"))
+    other, _ = noise.sample(Zero(), schedule, 150, 5, seed=2, eta=1.0)
+    assert one.shape == (150, 1, 28, 28) and torch.equal(one, again) and not torch.equal(one, other)

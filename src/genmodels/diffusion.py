@@ -409,7 +409,8 @@ def dpm_solver_2m_sample(
     with eta = 1: the second-order term corrects Algorithm 2's jump with the previous prediction, at
     no extra network call.
 
-    ``eta`` (stochastic only; 1 when not given) scales the fresh noise against the posterior's:
+    ``eta`` (stochastic only; 1 when not given) sets the fresh noise: for small steps, eta times the
+    posterior's variance (sigma_s^2 (1 - e^{-2 eta h}) against its sigma_s^2 (1 - e^{-2h})):
 
     x_s = (sigma_s / sigma_t) e^{-eta h} x_t + alpha_s (1 - e^{-(1 + eta) h}) D
           + sigma_s sqrt(1 - e^{-2 eta h}) z,

@@ -20,16 +20,15 @@ on a processor with bfloat16 instructions); run it with the allocator setting `m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import time
 from pathlib import Path
 
 import torch
+from evaluation_draw import CHUNK, SAMPLER, sample  # beside this script
 from timing import at_least_one, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
-from genmodels.diffusion import dpm_solver_2m_sample, load_ddpm, trailing_timesteps
+from genmodels.diffusion import load_ddpm
 from genmodels.features import feature_statistics, legible_share, load_classifier
 from genmodels.metrics import frechet_distance
 from genmodels.pipeline import KEEP_FREED_MEMORY
@@ -37,21 +36,6 @@ from genmodels.train import file_sha256, hardware, native_bf16
 from genmodels.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNK = 100  # the evaluation notebook's
-
-
-def sample(model, schedule, n: int, calls: int, seed: int, bf16: bool) -> tuple[torch.Tensor, float]:
-    """n images on [0, 1] as the evaluation draws them, and the seconds they took."""
-    generator, chunks = torch.Generator().manual_seed(seed), []
-    started = time.perf_counter()
-    for start in range(0, n, CHUNK):
-        precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with precision, torch.no_grad():
-            x = dpm_solver_2m_sample(model, schedule, (min(CHUNK, n - start), 1, 28, 28),
-                                     timesteps=trailing_timesteps(schedule.T, calls), stochastic=True,
-                                     generator=generator)
-        chunks.append(((x.float() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
-    return torch.cat(chunks), time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -80,7 +64,7 @@ def main() -> None:
         row = dict(seed=seed)
         images = {}
         for name, bf16 in (("float32", False), ("bf16", True)):
-            images[name], seconds = sample(model, schedule, args.n, args.calls, seed, bf16)
+            images[name], seconds = sample(model, schedule, args.n, args.calls, seed, bf16=bf16)
             statistics = feature_statistics(classifier, images[name])
             row[f"fid_{name}"] = frechet_distance(reference.mean, reference.covariance, statistics.mean,
                                                   statistics.covariance)
@@ -98,7 +82,7 @@ def main() -> None:
 
     store_section(
         "bf16_quality", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
-        calls=args.calls, sampler="SDE-DPM-Solver++(2M), trailing timesteps", chunk=CHUNK,
+        calls=args.calls, sampler=SAMPLER, chunk=CHUNK,
         reference="the 10,000 test images", native_bf16=native_bf16("cpu"), rows=rows,
         allocator={name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
     )

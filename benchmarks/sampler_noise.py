@@ -20,21 +20,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import time
 from pathlib import Path
 
 import torch
+from evaluation_draw import CHUNK, SAMPLER, sample  # beside this script
 from timing import at_least_one, autocast_computed, store_section  # benchmarks/timing.py, beside this script
 
 from genmodels.data import load_mnist
-from genmodels.diffusion import dpm_solver_2m_sample, load_ddpm, trailing_timesteps
+from genmodels.diffusion import load_ddpm
 from genmodels.features import feature_statistics, legible_share, load_classifier
 from genmodels.metrics import frechet_distance
 from genmodels.pipeline import KEEP_FREED_MEMORY
-from genmodels.train import file_sha256, hardware, native_bf16
+from genmodels.train import file_sha256, hardware
 
 ROOT = Path(__file__).resolve().parents[1]
-CHUNK = 100  # the evaluation notebook's
 
 
 def noise_level(text: str) -> float:
@@ -43,21 +42,6 @@ def noise_level(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"eta must be a finite number >= 0, got {text}")
     return value
-
-
-def sample(model, schedule, n: int, calls: int, seed: int, eta: float,
-           device: torch.device | None = None) -> tuple[torch.Tensor, float]:
-    """n images on [0, 1] as the evaluation draws them, with noise eta, and the seconds they took."""
-    device = device if device is not None else torch.device("cpu")
-    generator, chunks = torch.Generator(device=device).manual_seed(seed), []
-    started = time.perf_counter()
-    for start in range(0, n, CHUNK):
-        with torch.autocast(device.type, dtype=torch.bfloat16), torch.no_grad():
-            x = dpm_solver_2m_sample(model, schedule, (min(CHUNK, n - start), 1, 28, 28),
-                                     timesteps=trailing_timesteps(schedule.T, calls), stochastic=True,
-                                     eta=eta, generator=generator, device=device)
-        chunks.append(((x.float().cpu() + 1) / 2).clamp(0, 1))  # [-1, 1] -> [0, 1], as the evaluation
-    return torch.cat(chunks), time.perf_counter() - started
 
 
 def main() -> None:
@@ -78,7 +62,7 @@ def main() -> None:
     rows = []
     for eta in args.etas:
         for seed in args.seeds:
-            images, seconds = sample(model, schedule, args.n, args.calls, seed, eta, args.device)
+            images, seconds = sample(model, schedule, args.n, args.calls, seed, eta=eta, device=args.device)
             statistics = feature_statistics(classifier, images)
             fid = frechet_distance(reference.mean, reference.covariance, statistics.mean,
                                    statistics.covariance)
@@ -90,10 +74,9 @@ def main() -> None:
 
     store_section(
         "sampler_noise", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
-        calls=args.calls, sampler="SDE-DPM-Solver++(2M), trailing timesteps", chunk=CHUNK,
+        calls=args.calls, sampler=SAMPLER, chunk=CHUNK,
         reference="the 10,000 test images", rows=rows, hardware=hardware(args.device),
-        autocast=autocast_computed() if args.device.type == "cpu"
-        else ("bfloat16" if native_bf16(args.device) else "float32 (no bfloat16 on this device)"),
+        autocast=autocast_computed(args.device),
         allocator={name: os.environ.get(name, "glibc default") for name in KEEP_FREED_MEMORY},
     )
 

@@ -25,10 +25,11 @@ def at_least_one(text: str) -> int:
     return value
 
 
-def autocast_computed() -> str:
-    """What the U-Net computes in under the notebooks' bf16 autocast on this CPU, for a record: bfloat16
-    where the processor has bfloat16 instructions, float32 elsewhere (see genmodels.unet.UNet)."""
-    return "bfloat16" if native_bf16("cpu") else "float32 (bf16 autocast asked; no bf16 instructions)"
+def autocast_computed(device: torch.device | str = "cpu") -> str:
+    """What the U-Net computes in under the notebooks' bf16 autocast on ``device`` (this CPU by default),
+    for a record: bfloat16 where it has bfloat16 instructions, float32 elsewhere (see
+    genmodels.unet.UNet)."""
+    return "bfloat16" if native_bf16(device) else "float32 (bf16 autocast asked; no bf16 instructions)"
 
 
 def _seconds_per_call(step, repeats: int) -> list[float]:

@@ -3,7 +3,7 @@ trailing timesteps for several values of its noise knob eta (1 is the reverse SD
 evaluation samples; 0 the probability-flow ODE; above 1 more noise than Algorithm 2 puts back).
 
 Run: python benchmarks/sampler_noise.py [--n 1000] [--seeds 0 1 2] [--etas 0.5 1 1.5 2 2.5 3] [--calls 20]
-                                       [--device cpu]
+                                       [--device cpu] [--section sampler_noise]
 Each eta draws N images per seed from checkpoints/ddpm.pt as the evaluation draws them (chunks of
 100, bf16 autocast where the processor has bfloat16 instructions), from the same seeds; each set is
 scored by the book's FID (classifier features against the 10,000 test images) and its legible share.
@@ -12,7 +12,8 @@ the checkpoint's hash) are merged into results/benchmarks.json under "sampler_no
 minutes per value of eta on two cores at the defaults; run it with the allocator setting
 `make results` uses (genmodels.pipeline.KEEP_FREED_MEMORY) for the evaluation's times per 1,000.
 On a GPU (--device cuda) the table's N of 10,000 per seed takes seconds per value of eta; the record
-then names that device. Not a test.
+then names that device. --section names the record, so that a run at other sizes or seeds (a value
+of eta confirmed on seeds the evaluation table does not use) keeps the sweep's. Not a test.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--etas", type=noise_level, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     parser.add_argument("--calls", type=at_least_one, default=20)
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"), help="cpu or cuda")
+    parser.add_argument("--section", default="sampler_noise", help="the record's name in benchmarks.json")
     args = parser.parse_args()
     checkpoint = ROOT / "checkpoints" / "ddpm.pt"
     model, schedule, _ = load_ddpm(checkpoint, map_location=args.device)
@@ -73,7 +75,7 @@ def main() -> None:
                   f"{1000 * seconds / args.n:.0f} s per 1,000", flush=True)
 
     store_section(
-        "sampler_noise", checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
+        args.section, checkpoint_sha256=file_sha256(checkpoint), n=args.n, seeds=args.seeds,
         calls=args.calls, sampler=SAMPLER, chunk=CHUNK,
         reference="the 10,000 test images", rows=rows, hardware=hardware(args.device),
         autocast=autocast_computed(args.device),

@@ -2,7 +2,7 @@
 training step and sampling call in float32 and under bf16 autocast, with oneDNN held to the
 instruction sets of other processors.
 
-Run: python benchmarks/bf16_isa.py [--repeats 5]
+Run: python benchmarks/bf16_isa.py [--repeats 5] [--rows NAME ...] [--section bf16_isa]
 Each row runs in a fresh process. "this processor" runs as it is; the others set ONEDNN_MAX_CPU_ISA
 and MKL_ENABLE_INSTRUCTIONS (and, for AVX2, ATEN_CPU_CAPABILITY=avx2 for PyTorch's own kernels) so
 that the convolutions and matrix products use only what an AVX-512 processor without BF16 or an AVX2
@@ -15,7 +15,9 @@ Each is timed in float32, in bf16 (autocast, kept where the U-Net would refuse i
 notebooks ask for it (autocast, which the U-Net turns into float32 where genmodels.train.native_bf16
 answers False; each row records that answer and oneDNN's own), as the median of --repeats calls after
 two warm-up calls. Results (with hardware, commit and torch version) are merged into
-results/benchmarks.json under "bf16_isa".
+results/benchmarks.json under "bf16_isa". On a processor that really lacks bfloat16 instructions
+(an AVX2 one), `--rows "this processor" --section bf16_isa_<name>` checks the held rows against it
+(oneDNN cannot be held above what the processor has, so the other rows would only repeat it there).
 Run it on an idle machine. Not a test.
 """
 
@@ -102,6 +104,9 @@ def worker(repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=at_least_one, default=5)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="NAME",
+                        help=f"which rows to run (default: all of {', '.join(map(repr, ROWS))})")
+    parser.add_argument("--section", default="bf16_isa", help="the record's name in benchmarks.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -109,7 +114,7 @@ def main() -> None:
         return
     print(f"{hardware('cpu')}, torch {torch.__version__}")
     rows = {}
-    for name, env in ROWS.items():
+    for name, env in ((name, ROWS[name]) for name in args.rows):
         environment = {k: v for k, v in os.environ.items()
                        if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
                                     "MKL_ENABLE_INSTRUCTIONS")}
@@ -126,7 +131,7 @@ def main() -> None:
                   f"autocast as the notebooks ask {row[f'{part}_autocast_asked_images_per_s']:7.1f}")
     shapes = {part: {"channels": s["config"].channels, "blocks_per_level": s["config"].blocks_per_level,
                      "batch": s["batch"]} for part, s in (("train", TRAIN), ("sample", SAMPLE))}
-    store_section("bf16_isa", repeats=args.repeats, threads=torch.get_num_threads(), **shapes, rows=rows)
+    store_section(args.section, repeats=args.repeats, threads=torch.get_num_threads(), **shapes, rows=rows)
 
 
 if __name__ == "__main__":

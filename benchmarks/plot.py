@@ -1,6 +1,7 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
 results/training_throughput.png, results/allocator.png, results/bf16_isa.png,
-results/bf16_quality.png, results/sampler_noise.png and results/stochastic_samplers.png; and
+results/bf16_quality.png, results/sampler_noise.png, results/stochastic_samplers.png and
+results/ddpm_machines.png (the cpu profile's recipe on this machine and on one without bfloat16); and
 results/ddpm_profiles.png, the DDPM notebook's runs side by side from their checkpoint records: the
 published one (checkpoints/ddpm.json, the gpu profile), the gpu profile's first run
 (results/gpu-h200/ddpm.json) and the cpu profile's (results/cpu-xeon/ddpm.json).
@@ -179,11 +180,19 @@ def plot_stochastic_samplers(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_bf16_isa(section: dict, path: Path) -> None:
+def plot_bf16_isa(section: dict, path: Path, checks: dict[str, dict] | None = None) -> None:
     """Training and sampling throughput of the U-Net in float32, in bf16, and under the autocast the
-    notebooks ask for, with oneDNN held to each row's instruction set; this processor first."""
-    rows = section["rows"]
+    notebooks ask for, with oneDNN held to each row's instruction set; this processor first. ``checks``:
+    sections of the same benchmark run on other processors (by name), whose rows come last, named by
+    their machine (their rates are that machine's; their ratios are what compare)."""
+    rows = dict(section["rows"])
     names = sorted(rows, key=lambda n: (not rows[n]["native_bf16"], -rows[n]["sample_bf16_speedup"]))
+    for check in (checks or {}).values():
+        for name, row in check["rows"].items():
+            machine = check["hardware"].removeprefix("cpu: ")
+            label = f"{name}: {machine}" if name == "this processor" else f"{name}, held on {machine}"
+            rows[label] = row
+            names.append(label)
     kinds = (("float32", "float32", "tab:gray"), ("bf16", "bf16 (kept)", "tab:orange"),
              ("autocast_asked", "bf16 autocast as the notebooks ask for it (what the U-Net computes)",
               "tab:blue"))
@@ -198,6 +207,8 @@ def plot_bf16_isa(section: dict, path: Path) -> None:
                 ratio = value / rows[name][f"{part}_float32_images_per_s"]
                 ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x", va="center",
                         fontsize=7)
+        if checks:
+            ax.axhline(len(section["rows"]) - 0.5, color="black", lw=0.8)
         ax.set_xlabel(f"images per second, {title}")
         ax.margins(x=0.12)
     axes[0].set_yticks(range(len(names)),
@@ -208,9 +219,42 @@ def plot_bf16_isa(section: dict, path: Path) -> None:
     train, sample = section["train"], section["sample"]
     fig.suptitle(f"U-Net training ({train['channels']} channels, batch {train['batch']}) and a network call "
                  f"({sample['channels']} channels, chunk {sample['batch']}) on {section['hardware']},\n"
-                 "oneDNN and MKL held to each row's instructions; ratios to float32 in the same row",
+                 "oneDNN and MKL held to each row's instructions; ratios to float32 in the same row"
+                 + ("; rows after the line on another machine" if checks else ""),
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=120)
+
+
+def plot_recipe_on_machines(runs: list[tuple[dict, str]], path: Path) -> None:
+    """One training recipe of ddpm_recipes.py run on several machines, each (section, recipe name):
+    FID against training minutes (left) and against training images (right). Where the curves part on
+    the left and meet on the right, the machines differ in speed only."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for section, name in runs:
+        curve = section["recipes"][name]["curve"]
+        batch = section["recipes"][name]["recipe"]["batch"]
+        precision = "bf16" if section["bf16"] else "float32"
+        label = f"{section['hardware'].removeprefix('cpu: ')} (trained and scored in {precision})"
+        line, = axes[0].plot([p["train_minutes"] for p in curve], [p["fid"] for p in curve], marker="o",
+                             ms=3, label=label)
+        axes[1].plot([p["step"] * batch / 1e6 for p in curve], [p["fid"] for p in curve], marker="o", ms=3,
+                     color=line.get_color())
+        axes[0].annotate(f"{curve[-1]['step']:,} steps", (curve[-1]["train_minutes"], curve[-1]["fid"]),
+                         textcoords="offset points", xytext=(-6, -13), ha="right", fontsize=8)
+        for ax in axes:
+            ax.axhline(section["fid_floor"], color="gray", ls="--", lw=1)
+    axes[0].set_xlabel("training minutes")
+    axes[1].set_xlabel("training images (millions)")
+    axes[0].set_ylabel(f"FID, N = {runs[0][0]['n_fid']:,} (dashed: real images)")
+    axes[0].set_yscale("log")
+    ticks = [2, 3, 5, 10, 20]
+    axes[0].set_yticks(ticks, [str(t) for t in ticks])
+    axes[0].minorticks_off()
+    axes[0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 0.07))
+    fig.suptitle(f"The cpu profile's recipe ({runs[0][1]}) for its {runs[-1][0]['minutes']:g} minutes on "
+                 "two machines, from the same weights on the same batches", fontsize=9)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
@@ -281,7 +325,8 @@ def main() -> None:
         plot_allocator(stored["allocator"], ROOT / "results" / "allocator.png")
         print("written results/allocator.png")
     if "bf16_isa" in stored:
-        plot_bf16_isa(stored["bf16_isa"], ROOT / "results" / "bf16_isa.png")
+        checks = {name: section for name, section in stored.items() if name.startswith("bf16_isa_")}
+        plot_bf16_isa(stored["bf16_isa"], ROOT / "results" / "bf16_isa.png", checks)
         print("written results/bf16_isa.png")
     if "bf16_quality" in stored:
         plot_bf16_quality(stored["bf16_quality"], ROOT / "results" / "bf16_quality.png")
@@ -292,6 +337,11 @@ def main() -> None:
     if "stochastic_samplers" in stored:
         plot_stochastic_samplers(stored["stochastic_samplers"], ROOT / "results" / "stochastic_samplers.png")
         print("written results/stochastic_samplers.png")
+    if "ddpm_avx2_host" in stored:
+        recipe = "v-prediction, batch 64, 24 channels"  # the cpu profile's, in both sections
+        plot_recipe_on_machines([(stored["ddpm_width"], recipe), (stored["ddpm_avx2_host"], recipe)],
+                                ROOT / "results" / "ddpm_machines.png")
+        print("written results/ddpm_machines.png")
     runs = [("cpu profile", ROOT / "results" / "cpu-xeon" / "ddpm.json", "tab:blue"),
             ("gpu profile, first run", ROOT / "results" / "gpu-h200" / "ddpm.json", "tab:orange"),
             ("gpu profile, published", ROOT / "checkpoints" / "ddpm.json", "tab:red")]

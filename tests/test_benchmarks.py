@@ -154,6 +154,52 @@ def test_the_bf16_figure_draws_each_rows_three_rates(tmp_path):
     assert " 1.50x" in labels and " 0.10x" in labels  # each bar's ratio to its row's float32
 
 
+def test_the_bf16_figure_appends_the_rows_of_another_processor_by_its_name(tmp_path):
+    plot = load("plot")
+
+    def row(native, float32, bf16):
+        return {"native_bf16": native, "sample_bf16_speedup": bf16 / float32,
+                **{f"{part}_{kind}_images_per_s": value for part in ("train", "sample")
+                   for kind, value in (("float32", float32), ("bf16", bf16), ("autocast_asked", float32))}}
+
+    shapes = {"train": {"channels": 24, "batch": 64}, "sample": {"channels": 64, "batch": 100}}
+    section = {"rows": {"this processor": row(True, 100.0, 200.0), "AVX2": row(False, 50.0, 5.0)},
+               "hardware": "cpu: Xeon, 2 threads", **shapes}
+    check = {"rows": {"this processor": row(False, 40.0, 2.0)}, "hardware": "cpu: EPYC, 2 threads", **shapes}
+    plot.plot_bf16_isa(section, tmp_path / "bf16.png", {"bf16_isa_epyc": check})
+    import matplotlib.pyplot as plt
+
+    training = plt.gcf().axes[0]
+    names = [label.get_text().split("\n")[0] for label in training.get_yticklabels()]
+    assert names == ["this processor", "AVX2", "this processor: EPYC, 2 threads"]
+    assert " 0.05x" in [text.get_text() for text in training.texts]  # the other machine's own ratio
+    assert "another machine" in plt.gcf()._suptitle.get_text()
+    assert "this processor" in section["rows"] and len(section["rows"]) == 2  # the stored section untouched
+
+
+def test_the_machines_figure_draws_one_recipe_against_minutes_and_against_images(tmp_path):
+    plot = load("plot")
+
+    def section(hardware, bf16, minutes_per_step):
+        curve = [{"step": step, "train_minutes": step * minutes_per_step, "fid": 40.0 / step}
+                 for step in (10, 20, 30)]
+        return {"hardware": hardware, "bf16": bf16, "fid_floor": 1.5, "n_fid": 1000, "minutes": 27.0,
+                "recipes": {"r": {"recipe": {"batch": 64}, "curve": curve}}}
+
+    fast, slow = section("cpu: fast", True, 0.1), section("cpu: slow", False, 0.35)
+    plot.plot_recipe_on_machines([(fast, "r"), (slow, "r")], tmp_path / "machines.png")
+    import matplotlib.pyplot as plt
+
+    minutes, images = plt.gcf().axes
+    drawn = [line for line in minutes.lines if len(line.get_xdata()) == 3]
+    assert [list(line.get_xdata()) for line in drawn] == [[1.0, 2.0, 3.0], [3.5, 7.0, 10.5]]
+    by_images = [list(line.get_xdata()) for line in images.lines if len(line.get_xdata()) == 3]
+    assert by_images == [[64 * 10 / 1e6, 64 * 20 / 1e6, 64 * 30 / 1e6]] * 2  # same steps, same images
+    assert [t.get_text() for t in minutes.get_legend().get_texts()] == [
+        "fast (trained and scored in bf16)", "slow (trained and scored in float32)"]
+    assert "30 steps" in [text.get_text() for text in minutes.texts]
+
+
 def test_the_median_timer_is_not_moved_by_one_slow_call(monkeypatch):
     timing = load("timing")
     clock = iter([0.0, 1.0, 1.0, 11.0, 11.0, 12.0])  # timed calls of 1, 10 and 1 seconds

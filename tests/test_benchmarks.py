@@ -171,9 +171,10 @@ def test_the_bf16_figure_appends_the_rows_of_another_processor_by_its_name(tmp_p
 
     training = plt.gcf().axes[0]
     names = [label.get_text().split("\n")[0] for label in training.get_yticklabels()]
-    assert names == ["this processor", "AVX2", "this processor: EPYC, 2 threads"]
+    assert names == ["this processor", "AVX2", "EPYC, 2 threads, not held"]
+    assert [line.get_ydata()[0] for line in training.lines] == [1.5]  # the line below this machine's rows
     assert " 0.05x" in [text.get_text() for text in training.texts]  # the other machine's own ratio
-    assert "another machine" in plt.gcf()._suptitle.get_text()
+    assert "another machine, nothing held" in plt.gcf()._suptitle.get_text()
     assert "this processor" in section["rows"] and len(section["rows"]) == 2  # the stored section untouched
 
 
@@ -187,7 +188,7 @@ def test_the_machines_figure_draws_one_recipe_against_minutes_and_against_images
                 "recipes": {"r": {"recipe": {"batch": 64}, "curve": curve}}}
 
     fast, slow = section("cpu: fast", True, 0.1), section("cpu: slow", False, 0.35)
-    plot.plot_recipe_on_machines([(fast, "r"), (slow, "r")], tmp_path / "machines.png")
+    plot.plot_recipe_on_machines([(fast, "r"), (slow, "r")], tmp_path / "machines.png", "two machines")
     import matplotlib.pyplot as plt
 
     minutes, images = plt.gcf().axes
@@ -198,6 +199,7 @@ def test_the_machines_figure_draws_one_recipe_against_minutes_and_against_images
     assert [t.get_text() for t in minutes.get_legend().get_texts()] == [
         "fast (trained and scored in bf16)", "slow (trained and scored in float32)"]
     assert "30 steps" in [text.get_text() for text in minutes.texts]
+    assert [list(line.get_ydata()) for line in drawn] == [[4.0, 2.0, 40.0 / 30]] * 2  # FID, each point's own
 
 
 def test_the_median_timer_is_not_moved_by_one_slow_call(monkeypatch):

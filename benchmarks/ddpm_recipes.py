@@ -68,6 +68,7 @@ from genmodels.unet import UNet, UNetConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_BATCH = 128  # Ho et al.'s; ``--steps`` counts steps of this many images
+SCORE_STEPS = 20  # DPM-Solver++(2M) steps of every FID sample; the grid decides the network calls
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def main() -> None:
         for start in range(0, args.n_fid, 250):
             shape = (min(250, args.n_fid - start), 1, 28, 28)
             with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-                x = dpm_solver_2m_sample(eps_model, schedule, shape, steps=20, generator=generator,
+                x = dpm_solver_2m_sample(eps_model, schedule, shape, steps=SCORE_STEPS, generator=generator,
                                          clip_x0=True)
             images.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
         images = torch.cat(images)
@@ -276,7 +277,7 @@ def main() -> None:
             continue
         print(f"  {name}", flush=True)
         curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16, args.minutes)
-        calls = len(logsnr_timesteps(NoiseSchedule(kind=recipe.schedule), 20))  # the grid score samples on
+        calls = len(logsnr_timesteps(NoiseSchedule(kind=recipe.schedule), SCORE_STEPS))  # score's grid
         results[name] = {"recipe": asdict(recipe), "curve": curve, "network_calls": calls,
                          "commit": git_commit(), "modified_code": modified_code(),
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

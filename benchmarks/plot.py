@@ -180,14 +180,14 @@ def plot_stochastic_samplers(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_bf16_isa(section: dict, path: Path, checks: dict[str, dict] | None = None) -> None:
+def plot_bf16_isa(section: dict, path: Path, checks: list[dict] | None = None) -> None:
     """Training and sampling throughput of the U-Net in float32, in bf16, and under the autocast the
     notebooks ask for, with oneDNN held to each row's instruction set; this processor first. ``checks``:
-    sections of the same benchmark run on other processors (by name), whose rows come last, named by
+    sections of the same benchmark run on other processors, whose rows come last, named by
     their machine (their rates are that machine's; their ratios are what compare)."""
     rows = dict(section["rows"])
     names = sorted(rows, key=lambda n: (not rows[n]["native_bf16"], -rows[n]["sample_bf16_speedup"]))
-    for check in (checks or {}).values():
+    for check in checks or []:
         for name, row in check["rows"].items():
             machine = check["hardware"].removeprefix("cpu: ")
             label = f"{machine}, not held" if name == "this processor" else f"{name}, held on {machine}"
@@ -324,7 +324,7 @@ def main() -> None:
         plot_allocator(stored["allocator"], ROOT / "results" / "allocator.png")
         print("written results/allocator.png")
     if "bf16_isa" in stored:
-        checks = {name: section for name, section in stored.items() if name.startswith("bf16_isa_")}
+        checks = [section for name, section in stored.items() if name.startswith("bf16_isa_")]
         plot_bf16_isa(stored["bf16_isa"], ROOT / "results" / "bf16_isa.png", checks)
         print("written results/bf16_isa.png")
     if "bf16_quality" in stored:

@@ -166,7 +166,7 @@ def test_the_bf16_figure_appends_the_rows_of_another_processor_by_its_name(tmp_p
     section = {"rows": {"this processor": row(True, 100.0, 200.0), "AVX2": row(False, 50.0, 5.0)},
                "hardware": "cpu: Xeon, 2 threads", **shapes}
     check = {"rows": {"this processor": row(False, 40.0, 2.0)}, "hardware": "cpu: EPYC, 2 threads", **shapes}
-    plot.plot_bf16_isa(section, tmp_path / "bf16.png", {"bf16_isa_epyc": check})
+    plot.plot_bf16_isa(section, tmp_path / "bf16.png", [check])
     import matplotlib.pyplot as plt
 
     training = plt.gcf().axes[0]

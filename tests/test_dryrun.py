@@ -143,6 +143,7 @@ def test_the_ddpm_dry_run_builds_the_gpu_network_and_trains_on_the_smoke_data():
     assert (sizes["channels"], sizes["blocks_per_level"], sizes["batch_size"]) == \
            (gpu["channels"], gpu["blocks_per_level"], gpu["batch_size"]) == (64, 2, 512)
     assert sizes["n_train"] == sizes["batch_size"] and sizes["epochs"] == 1 and sizes["train_minutes"] is None
+    assert sizes["fid_every"] > sizes["epochs"]  # no FID during the one epoch: the smoke run scores
 
 
 def _cells(*sources: str) -> list:

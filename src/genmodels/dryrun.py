@@ -65,14 +65,18 @@ SETTINGS = frozenset({
     "batch",  # 04_ddpm
     "particles",  # 05_langevin
 })
-# Counts smaller than the smoke profile's, where the smoke count at the gpu width would take minutes:
-# the DDPM chapter's grid of eight samplers makes about 1,165 network calls per image, each ~13 ms for
-# the gpu profile's 64-channel U-Net on two CPU cores; one epoch is one step of 512 images. The WGANs'
-# 30 smoke iterations of six 64-channel steps each (five of the critic, one of the generator) took
-# 24 s; ten check the same shapes.
+# Counts smaller than the smoke profile's, where the smoke count at the gpu width would take minutes.
+# The DDPM chapter: one epoch is one training step of 512 images (about 20 s on two cores with bf16,
+# 60 s on two AVX2 cores in float32), and no FID during training (``fid_every`` beyond the one epoch):
+# scoring 130 images with 20 calls of the 64-channel network took another 55 s there and checks
+# nothing the smoke run does not (130 images make one chunk of the gpu profile's 2,000). The VAE's
+# test-set bound: 16 images at the gpu K check the same decoder batch as 128 (18 s on AVX2). The
+# WGANs: six iterations of six 64-channel steps each (five of the critic, one of the generator),
+# logged twice, check the same shapes as the smoke profile's 30.
 FEWER = {
-    "03_wgan": dict(iterations=10, log_every=5),
-    "04_ddpm": dict(epochs=1, n_grid=1),
+    "02_vae": dict(n_test_nll=16),
+    "03_wgan": dict(iterations=6, log_every=3),
+    "04_ddpm": dict(epochs=1, n_grid=1, fid_every=2),
 }
 # Where a dry run stops: before the cells whose cost no count sets, once every setting has been read
 # by a cell that runs (``dry_notebook`` refuses a stop after which a cell reads a setting that no

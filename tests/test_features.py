@@ -1,5 +1,7 @@
 """Feature networks: one uint8 path, eval-mode features, and Inception only from disk."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,14 +10,20 @@ import torchvision
 from genmodels.features import (
     INCEPTION_WEIGHTS,
     ClassifierConfig,
+    DigitReference,
     MNISTClassifier,
     extract_features,
     feature_statistics,
+    fit_digit_reference,
     inception_features,
+    ink,
     legible_share,
     load_classifier,
+    mahalanobis_sq,
 )
 from genmodels.train import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture  # one per test: a test that switches it to eval mode must not do so for the next
@@ -126,3 +134,98 @@ def test_legible_share_counts_the_images_classified_with_probability_above_the_t
     share = legible_share(_FixedLogits(logits), index, batch_size=256)  # three batches, the last short
     assert 35 < expected < 665 and round(share * 700) == expected
     assert legible_share(_FixedLogits(logits), index, confidence=0.0) == 1.0
+
+
+class _FixedFeatures(torch.nn.Module):
+    """A stand-in classifier whose features for image i (every pixel i) are row i of a table."""
+
+    def __init__(self, features: np.ndarray, head: torch.nn.Linear):
+        super().__init__()
+        self.table, self.head = torch.as_tensor(features, dtype=torch.float32), head
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.table[images[:, 0, 0, 0].long()]
+
+
+def test_with_a_reference_an_image_must_be_confident_near_its_digit_and_inked_as_digits_are():
+    rng = np.random.default_rng(1)
+    features, means = rng.normal(0, 1, (256, 4)), rng.normal(0, 1, (10, 4))
+    head = torch.nn.Linear(4, 10)
+    torch.nn.init.normal_(head.weight, 0, 3)
+    a = rng.normal(0, 1, (4, 4))
+    precision = a @ a.T + np.eye(4)
+    # by hand: softmax, the predicted digit's offset, the quadratic form, the ink i / 255
+    logits = features.astype(np.float32) @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    offset = features - means[probabilities.argmax(1)]
+    distance = np.einsum("ni,ij,nj->n", offset, precision, offset)
+    limit = np.median(distance)
+    inked = (np.arange(256) >= 40) & (np.arange(256) <= 200)
+    expected = (probabilities.max(1) > 0.9) & (distance <= limit) & inked
+    reference = DigitReference(torch.as_tensor(means), torch.as_tensor(precision), float(limit),
+                               (40 / 255, 200 / 255), 0.5)
+    index = torch.arange(256).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28).to(torch.uint8)  # image i holds i
+    share = legible_share(_FixedFeatures(features, head), index, reference=reference, batch_size=100)
+    assert 10 < expected.sum() < (probabilities.max(1) > 0.9).sum() and round(share * 256) == expected.sum()
+
+
+def test_mahalanobis_sq_is_scipys_squared_distance():
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 1, (5, 5))
+    precision, f, mu = a @ a.T + 0.1 * np.eye(5), rng.normal(0, 1, (7, 5)), rng.normal(0, 1, (7, 5))
+    ours = mahalanobis_sq(torch.as_tensor(f), torch.as_tensor(mu), torch.as_tensor(precision)).numpy()
+    np.testing.assert_allclose(ours, [mahalanobis(u, v, precision) ** 2 for u, v in zip(f, mu, strict=True)],
+                               rtol=1e-12)
+
+
+def test_ink_is_the_mean_intensity_in_every_image_form():
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    images[1, :14] = 255  # half the image at full intensity
+    np.testing.assert_allclose(ink(images).numpy(), [0.0, 0.5])
+    np.testing.assert_allclose(ink(images[:, None].float() / 255).numpy(), [0.0, 0.5])
+
+
+def test_the_digit_reference_pools_each_digits_covariance_as_numpy_does(classifier):
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (400, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(400) % 10
+    reference = fit_digit_reference(classifier, images, labels, images[:200], coverage=0.9)
+    f = extract_features(classifier, images)
+    groups = [f[labels.numpy() == k] for k in range(10)]
+    np.testing.assert_allclose(reference.class_means.numpy(), [g.mean(0) for g in groups], atol=1e-9)
+    # the within-digit covariance on N - 10 degrees of freedom, from numpy's per-digit covariances
+    pooled = sum((len(g) - 1) * np.cov(g, rowvar=False) for g in groups) / (len(f) - 10)
+    ridge = 1e-4 * np.trace(pooled) / len(pooled)
+    np.testing.assert_allclose(np.linalg.inv(reference.precision.numpy()),
+                               pooled + ridge * np.eye(len(pooled)), rtol=1e-6, atol=1e-9)
+    # the thresholds are numpy's quantiles of the calibration images' distance and ink
+    held = torch.as_tensor(extract_features(classifier, images[:200]))
+    digit = classifier.head(held.float()).argmax(-1)
+    distance = reference.distance(held, digit).numpy()
+    assert reference.max_distance == pytest.approx(np.quantile(distance, 0.9))
+    amount = images[:200].reshape(200, -1).double().mean(1).numpy() / 255
+    assert reference.ink == pytest.approx((np.quantile(amount, 0.05), np.quantile(amount, 0.95)))
+
+
+def test_confidence_alone_calls_blank_and_noise_digits_and_the_reference_does_not():
+    """The published classifier: a blank image is a confident 1 and uniform noise a confident 8, but
+    neither lies where real digits do; real test digits the reference was not fitted on pass."""
+    from genmodels.data import MNISTUnavailableError, load_mnist
+
+    try:
+        train, test = load_mnist(train=True), load_mnist(train=False)
+    except MNISTUnavailableError as error:
+        pytest.skip(f"MNIST is not prepared here ({error}): run `make data`")
+    network, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
+    reference = fit_digit_reference(network, train.data[:10_000], train.targets[:10_000], test.data[:2_000])
+    generator = torch.Generator().manual_seed(0)
+    blank, grey = torch.zeros(64, 1, 28, 28), torch.full((64, 1, 28, 28), 0.5)
+    noise = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    for images in (blank, grey, noise):
+        assert legible_share(network, images) == 1.0
+        assert legible_share(network, images, reference=reference) == 0.0
+    real = test.data[2_000:4_000]
+    assert legible_share(network, real, reference=reference) > 0.95

@@ -277,6 +277,31 @@ def test_legible_share_refuses_a_percentage_and_a_classifier_without_class_logit
         legible_share(torch.nn.Identity(), images)
 
 
+def test_the_digit_reference_refuses_a_share_as_percentage_unlabelled_or_missing_digits():
+    from genmodels.features import (
+        ClassifierConfig,
+        DigitReference,
+        MNISTClassifier,
+        fit_digit_reference,
+        legible_share,
+    )
+
+    network = MNISTClassifier(ClassifierConfig(channels=(4, 8), feature_dim=8))
+    images, labels = torch.zeros(20, 1, 28, 28), torch.arange(20) % 10
+    with pytest.raises(ValueError, match=r"coverage must lie in \(0, 1\) \(a share of real digits\)"):
+        fit_digit_reference(network, images, labels, images, coverage=99)
+    with pytest.raises(ValueError, match="20 images but 19 labels: give one label per image"):
+        fit_digit_reference(network, images, labels[:19], images)
+    with pytest.raises(ValueError, match=r"the labels hold the digits \[0, 1, 2, 3, 4\]; fitting needs "
+                                         "images of every digit 0-9"):
+        fit_digit_reference(network, images, labels % 5, images)
+    reference = DigitReference(torch.zeros(10, 8), torch.eye(8), 1.0, (0.0, 1.0), 0.99)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.raises(ValueError, match=r"a reference needs the classifier's features and its head "
+                                         r".*Sequential"):
+        legible_share(plain, images, reference=reference)
+
+
 def test_the_convolutional_critic_and_clipping_refuse_wrong_scales():
     from genmodels.wgan import ConvCritic, DCGANConfig, clip_weights_
 

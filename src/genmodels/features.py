@@ -21,12 +21,16 @@ from genmodels.train import load_model
 __all__ = [
     "INCEPTION_WEIGHTS",
     "ClassifierConfig",
+    "DigitReference",
     "MNISTClassifier",
     "extract_features",
     "feature_statistics",
+    "fit_digit_reference",
     "inception_features",
+    "ink",
     "legible_share",
     "load_classifier",
+    "mahalanobis_sq",
 ]
 
 # The file pytorch-fid loads (through torch.hub's cache) for its FID Inception-v3.
@@ -107,20 +111,110 @@ def feature_statistics(network: nn.Module, images: torch.Tensor, batch_size: int
 
 @torch.no_grad()
 def legible_share(classifier: nn.Module, images: torch.Tensor, confidence: float = 0.9,
-                  batch_size: int = 500) -> float:
+                  batch_size: int = 500, reference: DigitReference | None = None) -> float:
     """The share of ``images`` that ``classifier`` assigns to one class with a probability above
-    ``confidence``: the samples a reader would call a digit ("legible" in the book's tables)."""
+    ``confidence``: the samples a reader would call a digit ("legible" in the book's tables). With a
+    ``reference`` (:func:`fit_digit_reference`), an image must also look like real digits do to the
+    classifier (:meth:`DigitReference.typical`): confidence alone is fooled by images unlike any
+    digit (a blank image is a confident 1, uniform noise a confident 8)."""
     if not 0 <= confidence < 1:  # at 1 nothing would count, whatever the images
         raise ValueError(f"confidence must lie in [0, 1) (a probability, not a percentage), "
                          f"got {confidence}: the book uses 0.9")
     if len(images) == 0:
         raise ValueError("no images: legible_share needs at least one")
     classifier.eval()
-    logits = torch.cat([classifier(batch) for batch in images.split(batch_size)])
+    if reference is None:
+        logits = torch.cat([classifier(batch) for batch in images.split(batch_size)])
+    else:
+        if not (hasattr(classifier, "features") and hasattr(classifier, "head")):
+            raise ValueError("a reference needs the classifier's features and its head (an MNISTClassifier); "
+                             f"got {type(classifier).__name__}")
+        features = torch.cat([classifier.features(batch) for batch in images.split(batch_size)])
+        logits = classifier.head(features)
     if logits.ndim != 2 or logits.shape[0] != len(images) or logits.shape[1] < 2:
         raise ValueError(f"the classifier returned {tuple(logits.shape)} for {len(images)} images; it must "
                          f"return class logits, one row per image: ({len(images)}, number of classes)")
-    return (logits.softmax(-1).max(-1).values > confidence).float().mean().item()
+    probability, digit = logits.softmax(-1).max(-1)
+    legible = probability > confidence
+    if reference is not None:
+        legible &= reference.typical(features, digit, images)
+    return legible.float().mean().item()
+
+
+# --------------------------------------------------------------------------------------------
+# Where real digits lie: a check that confidence alone cannot pass
+
+
+def mahalanobis_sq(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """(f - mu)^T Sigma^-1 (f - mu) for each row f of ``features`` and mu of ``means``: (N,)."""
+    offset = features.double() - means.double()  # (N, d)
+    return ((offset @ precision.double()) * offset).sum(-1)
+
+
+def ink(images: torch.Tensor) -> torch.Tensor:
+    """The mean pixel intensity of each image, on [0, 1] (0: blank): (N,)."""
+    images = to_uint8(images)  # uint8 or [0, 1]; (N, 28, 28) or (N, 1, 28, 28)
+    return images.reshape(len(images), -1).double().mean(-1) / 255
+
+
+@dataclass(frozen=True)
+class DigitReference:
+    """Where real digits lie, to the classifier and in ink: a class-conditional Gaussian of its
+    features with one covariance shared by the digits (the model of linear discriminant analysis;
+    Lee et al., 2018, use it to find inputs unlike the training data), and the range of the ink."""
+
+    class_means: torch.Tensor  # (10, d): mu_k, the mean feature of digit k (float64)
+    precision: torch.Tensor  # (d, d): Sigma^-1, the inverse of the within-digit covariance
+    max_distance: float  # the squared Mahalanobis distance to its digit's mean within which ...
+    ink: tuple[float, float]  # ... and the range of mean intensity within which ...
+    coverage: float  # ... this share of the calibration digits lie (each check on its own)
+
+    def distance(self, features: torch.Tensor, digit: torch.Tensor) -> torch.Tensor:
+        """The squared Mahalanobis distance of each feature vector to the mean of its ``digit``: (N,)."""
+        return mahalanobis_sq(features.cpu(), self.class_means[digit.cpu()], self.precision)
+
+    def typical(self, features: torch.Tensor, digit: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Whether each image lies where real digits of its class do: no farther from the class's mean
+        feature than ``coverage`` of real digits, with an ink within theirs: (N,) bool."""
+        low, high = self.ink
+        amount = ink(images)
+        near = self.distance(features, digit) <= self.max_distance
+        return (near & (amount >= low) & (amount <= high)).to(features.device)
+
+
+@torch.no_grad()
+def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        calibration: torch.Tensor, coverage: float = 0.99) -> DigitReference:
+    """The class means and the shared within-class covariance of the features of labelled real
+    ``images`` (the training set), and the distance and ink that ``coverage`` of other real digits
+    (``calibration``, e.g. test images) stay within: :class:`DigitReference`."""
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must lie in (0, 1) (a share of real digits), got {coverage}: the book "
+                         "uses 0.99")
+    labels = torch.as_tensor(labels).cpu()
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image")
+    digits = labels.unique().tolist()
+    if digits != list(range(10)):
+        raise ValueError(f"the labels hold the digits {digits}; fitting needs images of every digit 0-9")
+    features = torch.from_numpy(extract_features(classifier, images))  # (N, d), float64
+    means = torch.stack([features[labels == k].mean(0) for k in range(10)])  # mu_k
+    within = features - means[labels]  # f - mu_y
+    covariance = within.T @ within / (len(features) - 10)  # pooled: (N - 10) degrees of freedom
+    # ReLU units that never fire have no variance; a small ridge keeps Sigma invertible and makes a
+    # unit that fires only for images unlike digits weigh heavily
+    ridge = 1e-4 * covariance.diagonal().mean()
+    precision = torch.linalg.inv(covariance + ridge * torch.eye(len(covariance), dtype=covariance.dtype))
+    reference = DigitReference(means, precision, float("inf"), (0.0, 1.0), coverage)
+    held = torch.from_numpy(extract_features(classifier, calibration))
+    digit = classifier.head(held.float().to(next(classifier.parameters()).device)).argmax(-1)
+    distance = reference.distance(held, digit)
+    amount = ink(calibration)
+    tail = (1 - coverage) / 2
+    return DigitReference(
+        means, precision, torch.quantile(distance, coverage).item(),
+        (torch.quantile(amount, tail).item(), torch.quantile(amount, 1 - tail).item()), coverage,
+    )
 
 
 class _InceptionFeatures(nn.Module):

@@ -147,24 +147,25 @@ class _FixedFeatures(torch.nn.Module):
         return self.table[images[:, 0, 0, 0].long()]
 
 
-def test_with_a_reference_an_image_must_be_confident_near_its_digit_and_inked_as_digits_are():
+def test_with_a_reference_an_image_must_be_confident_near_its_digit_and_carry_ink():
     rng = np.random.default_rng(1)
     features, means = rng.normal(0, 1, (256, 4)), rng.normal(0, 1, (10, 4))
     head = torch.nn.Linear(4, 10)
     torch.nn.init.normal_(head.weight, 0, 3)
     a = rng.normal(0, 1, (4, 4))
     precision = a @ a.T + np.eye(4)
+    least = rng.uniform(0, 0.5, 10)  # each digit's least ink
     # by hand: softmax, the predicted digit's offset, the quadratic form, the ink i / 255
     logits = features.astype(np.float32) @ head.weight.detach().numpy().T + head.bias.detach().numpy()
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
-    offset = features - means[probabilities.argmax(1)]
+    digit = probabilities.argmax(1)
+    offset = features - means[digit]
     distance = np.einsum("ni,ij,nj->n", offset, precision, offset)
     limit = np.median(distance)
-    inked = (np.arange(256) >= 40) & (np.arange(256) <= 200)
-    expected = (probabilities.max(1) > 0.9) & (distance <= limit) & inked
+    expected = (probabilities.max(1) > 0.9) & (distance <= limit) & (np.arange(256) / 255 >= least[digit])
     reference = DigitReference(torch.as_tensor(means), torch.as_tensor(precision), float(limit),
-                               (40 / 255, 200 / 255), 0.5)
+                               min_ink=torch.as_tensor(least), coverage=0.5)
     index = torch.arange(256).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28).to(torch.uint8)  # image i holds i
     share = legible_share(_FixedFeatures(features, head), index, reference=reference, batch_size=100)
     assert 10 < expected.sum() < (probabilities.max(1) > 0.9).sum() and round(share * 256) == expected.sum()
@@ -188,12 +189,20 @@ def test_ink_is_the_mean_intensity_in_every_image_form():
     np.testing.assert_allclose(ink(images[:, None].float() / 255).numpy(), [0.0, 0.5])
 
 
-def test_the_digit_reference_pools_each_digits_covariance_as_numpy_does(classifier):
-    generator = torch.Generator().manual_seed(3)
-    images = torch.randint(0, 256, (400, 28, 28), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(400) % 10
-    reference = fit_digit_reference(classifier, images, labels, images[:200], coverage=0.9)
-    f = extract_features(classifier, images)
+def test_the_digit_reference_pools_each_digits_covariance_as_numpy_does():
+    """A stand-in classifier whose ten features of image i (every pixel i) are its logits, so that
+    every digit is called; the fit against numpy's means, per-digit covariances and quantiles."""
+    rng = np.random.default_rng(3)
+    table = rng.normal(0, 1, (256, 10)) + 3 * np.eye(10)[np.arange(256) % 10]  # image i looks like i % 10
+    head = torch.nn.Linear(10, 10)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(10))
+        head.bias.zero_()
+    network = _FixedFeatures(table, head)
+    images = torch.arange(256).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28).to(torch.uint8)
+    labels = torch.arange(256) % 10
+    reference = fit_digit_reference(network, images, labels, images, coverage=0.9)
+    f = table.astype(np.float32).astype(np.float64)  # the features as the network returns them
     groups = [f[labels.numpy() == k] for k in range(10)]
     np.testing.assert_allclose(reference.class_means.numpy(), [g.mean(0) for g in groups], atol=1e-9)
     # the within-digit covariance on N - 10 degrees of freedom, from numpy's per-digit covariances
@@ -201,13 +210,17 @@ def test_the_digit_reference_pools_each_digits_covariance_as_numpy_does(classifi
     ridge = 1e-4 * np.trace(pooled) / len(pooled)
     np.testing.assert_allclose(np.linalg.inv(reference.precision.numpy()),
                                pooled + ridge * np.eye(len(pooled)), rtol=1e-6, atol=1e-9)
-    # the thresholds are numpy's quantiles of the calibration images' distance and ink
-    held = torch.as_tensor(extract_features(classifier, images[:200]))
-    digit = classifier.head(held.float()).argmax(-1)
-    distance = reference.distance(held, digit).numpy()
-    assert reference.max_distance == pytest.approx(np.quantile(distance, 0.9))
-    amount = images[:200].reshape(200, -1).double().mean(1).numpy() / 255
-    assert reference.ink == pytest.approx((np.quantile(amount, 0.05), np.quantile(amount, 0.95)))
+    # the thresholds: numpy's quantiles of the calibration images' distance, and of the ink of the
+    # images called each digit
+    called = f.argmax(1)
+    offset = f - reference.class_means.numpy()[called]
+    distance = np.einsum("ni,ij,nj->n", offset, np.linalg.inv(pooled + ridge * np.eye(10)), offset)
+    assert reference.max_distance == pytest.approx(np.quantile(distance, 0.9), rel=1e-6)
+    amount = np.arange(256) / 255
+    np.testing.assert_allclose(reference.min_ink.numpy(),
+                               [np.quantile(amount[called == k], 0.1) for k in range(10)], rtol=1e-12)
+    with pytest.raises(ValueError, match="the classifier calls no calibration image some digit"):
+        fit_digit_reference(network, images, labels, images[:5])
 
 
 def test_confidence_alone_calls_blank_and_noise_digits_and_the_reference_does_not():

@@ -295,7 +295,7 @@ def test_the_digit_reference_refuses_a_share_as_percentage_unlabelled_or_missing
     with pytest.raises(ValueError, match=r"the labels hold the digits \[0, 1, 2, 3, 4\]; fitting needs "
                                          "images of every digit 0-9"):
         fit_digit_reference(network, images, labels % 5, images)
-    reference = DigitReference(torch.zeros(10, 8), torch.eye(8), 1.0, (0.0, 1.0), 0.99)
+    reference = DigitReference(torch.zeros(10, 8), torch.eye(8), 1.0, torch.zeros(10), 0.99)
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     with pytest.raises(ValueError, match=r"a reference needs the classifier's features and its head "
                                          r".*Sequential"):

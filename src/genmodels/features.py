@@ -161,12 +161,12 @@ def ink(images: torch.Tensor) -> torch.Tensor:
 class DigitReference:
     """Where real digits lie, to the classifier and in ink: a class-conditional Gaussian of its
     features with one covariance shared by the digits (the model of linear discriminant analysis;
-    Lee et al., 2018, use it to find inputs unlike the training data), and the range of the ink."""
+    Lee et al., 2018, use it to find inputs unlike the training data), and the least ink of each digit."""
 
     class_means: torch.Tensor  # (10, d): mu_k, the mean feature of digit k (float64)
     precision: torch.Tensor  # (d, d): Sigma^-1, the inverse of the within-digit covariance
     max_distance: float  # the squared Mahalanobis distance to its digit's mean within which ...
-    ink: tuple[float, float]  # ... and the range of mean intensity within which ...
+    min_ink: torch.Tensor  # (10,): ... and the least mean intensity of each digit above which ...
     coverage: float  # ... this share of the calibration digits lie (each check on its own)
 
     def distance(self, features: torch.Tensor, digit: torch.Tensor) -> torch.Tensor:
@@ -175,19 +175,20 @@ class DigitReference:
 
     def typical(self, features: torch.Tensor, digit: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Whether each image lies where real digits of its class do: no farther from the class's mean
-        feature than ``coverage`` of real digits, with an ink within theirs: (N,) bool."""
-        low, high = self.ink
-        amount = ink(images)
+        feature than ``coverage`` of real digits, and with no less ink than ``coverage`` of real digits
+        of its class: (N,) bool. (Too much ink, as in noise or a grey image, already puts the features
+        far from every digit's.)"""
         near = self.distance(features, digit) <= self.max_distance
-        return (near & (amount >= low) & (amount <= high)).to(features.device)
+        return (near & (ink(images) >= self.min_ink[digit.cpu()])).to(features.device)
 
 
 @torch.no_grad()
 def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         calibration: torch.Tensor, coverage: float = 0.99) -> DigitReference:
     """The class means and the shared within-class covariance of the features of labelled real
-    ``images`` (the training set), and the distance and ink that ``coverage`` of other real digits
-    (``calibration``, e.g. test images) stay within: :class:`DigitReference`."""
+    ``images`` (the training set), and the distance that ``coverage`` of other real digits
+    (``calibration``, e.g. test images) stay within and the ink that ``coverage`` of those the
+    classifier calls each digit have at least: :class:`DigitReference`."""
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must lie in (0, 1) (a share of real digits), got {coverage}: the book "
                          "uses 0.99")
@@ -205,16 +206,15 @@ def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: tor
     # unit that fires only for images unlike digits weigh heavily
     ridge = 1e-4 * covariance.diagonal().mean()
     precision = torch.linalg.inv(covariance + ridge * torch.eye(len(covariance), dtype=covariance.dtype))
-    reference = DigitReference(means, precision, float("inf"), (0.0, 1.0), coverage)
     held = torch.from_numpy(extract_features(classifier, calibration))
-    digit = classifier.head(held.float().to(next(classifier.parameters()).device)).argmax(-1)
-    distance = reference.distance(held, digit)
+    digit = classifier.head(held.float().to(next(classifier.parameters()).device)).argmax(-1).cpu()
+    distance = mahalanobis_sq(held, means[digit], precision)
     amount = ink(calibration)
-    tail = (1 - coverage) / 2
-    return DigitReference(
-        means, precision, torch.quantile(distance, coverage).item(),
-        (torch.quantile(amount, tail).item(), torch.quantile(amount, 1 - tail).item()), coverage,
-    )
+    if set(digit.tolist()) != set(range(10)):
+        raise ValueError("the classifier calls no calibration image some digit: give it real digits of "
+                         "every class (e.g. the test images)")
+    least = torch.stack([torch.quantile(amount[digit == k], 1 - coverage) for k in range(10)])
+    return DigitReference(means, precision, torch.quantile(distance, coverage).item(), least, coverage)
 
 
 class _InceptionFeatures(nn.Module):

@@ -130,41 +130,38 @@ def main() -> None:
 
 
 def plot_legibility(section: dict, turned_away: dict[str, torch.Tensor], path: Path) -> None:
-    """Left: each row's legible share by confidence alone and with the reference. Right: up to eight of
-    each row's samples that the classifier is confident about and the reference turns away."""
+    """Left: each row's legible share by confidence alone and with the reference. Right, on the same
+    row: up to eight of its samples that the classifier is confident about and the reference turns away."""
     rows = section["rows"]
-    fig = plt.figure(figsize=(13, 0.55 * len(rows) + 1.6))
-    grid = fig.add_gridspec(1, 2, width_ratios=[1, 1.15])
-    ax = fig.add_subplot(grid[0])
+    fig, (ax, strips) = plt.subplots(1, 2, figsize=(11, 0.62 * len(rows) + 1.5), sharey=True,
+                                     gridspec_kw=dict(width_ratios=[1, 1.15]))
     y = range(len(rows))
     ax.barh([i - 0.2 for i in y], [r["legible_confidence_only"] for r in rows], 0.4, color="tab:gray",
             label=f"confidence above {section['confidence']} alone")
     ax.barh([i + 0.2 for i in y], [r["legible"] for r in rows], 0.4, color="tab:green",
             label="and near its digit's features, with ink")
-    ax.set_yticks(list(y), [f"{r['row']} (N = {r['n']:,})" for r in rows], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_yticks(list(y), [f"{r['row']}\n(N = {r['n']:,})" for r in rows], fontsize=9)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of samples legible")
-    ax.legend(fontsize=7, loc="lower right")
-    strips = fig.add_subplot(grid[1])
-    strips.set_title("confident, but turned away by the reference (up to 8 per row)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=1)
     canvas = torch.ones(len(rows) * 30, 8 * 30)  # white where a row has fewer than eight
     for i, r in enumerate(rows):
         for j, image in enumerate(turned_away.get(r["row"], [])):
             pixels = image.float().reshape(28, 28)
             pixels = pixels / 255 if image.dtype == torch.uint8 else pixels
             canvas[i * 30 + 1:i * 30 + 29, j * 30 + 1:j * 30 + 29] = pixels
-    strips.imshow(canvas, cmap="gray", vmin=0, vmax=1, aspect="equal")
-    strips.set_yticks([i * 30 + 14.5 for i in y], [r["row"] for r in rows], fontsize=7)
+    # row i of the canvas spans i - 0.5 to i + 0.5, beside its bars
+    strips.imshow(canvas, cmap="gray", vmin=0, vmax=1, aspect="auto", extent=(0, 8, len(rows) - 0.5, -0.5))
+    strips.set_title("confident, but turned away by the reference (up to 8 per row)", fontsize=9)
     strips.set_xticks([])
+    strips.tick_params(left=False)
     for side in strips.spines.values():
         side.set_visible(False)
-    fig.suptitle(f"The legible share with and without the reference of real digits (coverage "
-                 f"{section['coverage']:.0%} each), seed {section['seed']}; DDPM: {section['sampler']}, "
-                 f"{section['calls']} calls; on {section['hardware']}", fontsize=9)
+    fig.suptitle(f"The legible share with and without the reference of real digits (each check keeps "
+                 f"{section['coverage']:.0%} of them), seed {section['seed']};\nDDPM: {section['sampler']}, "
+                 f"{section['calls']} network calls; on {section['hardware']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
 
 if __name__ == "__main__":
     main()

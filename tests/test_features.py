@@ -160,10 +160,13 @@ def test_with_a_reference_an_image_must_be_confident_near_its_digit_and_carry_in
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
     digit = probabilities.argmax(1)
-    offset = features - means[digit]
+    offset = features.astype(np.float32).astype(np.float64) - means[digit]  # the features as returned
     distance = np.einsum("ni,ij,nj->n", offset, precision, offset)
     limit = np.median(distance)
-    expected = (probabilities.max(1) > 0.9) & (distance <= limit) & (np.arange(256) / 255 >= least[digit])
+    confident, near = probabilities.max(1) > 0.9, distance <= limit
+    inked = np.arange(256) / 255 >= least[digit]
+    expected = confident & near & inked
+    assert (confident & near & ~inked).any() and (confident & ~near & inked).any()  # each check counts
     reference = DigitReference(torch.as_tensor(means), torch.as_tensor(precision), float(limit),
                                min_ink=torch.as_tensor(least), coverage=0.5)
     index = torch.arange(256).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28).to(torch.uint8)  # image i holds i
@@ -225,7 +228,9 @@ def test_the_digit_reference_pools_each_digits_covariance_as_numpy_does():
 
 def test_confidence_alone_calls_blank_and_noise_digits_and_the_reference_does_not():
     """The published classifier: a blank image is a confident 1 and uniform noise a confident 8, but
-    neither lies where real digits do; real test digits the reference was not fitted on pass."""
+    neither lies where real digits do (the blank image lies near the 1s' features and fails the ink
+    floor; noise and a grey image lie far from the features of the digit they are called); real test
+    digits the reference was not fitted on pass."""
     from genmodels.data import MNISTUnavailableError, load_mnist
 
     try:
@@ -237,8 +242,14 @@ def test_confidence_alone_calls_blank_and_noise_digits_and_the_reference_does_no
     generator = torch.Generator().manual_seed(0)
     blank, grey = torch.zeros(64, 1, 28, 28), torch.full((64, 1, 28, 28), 0.5)
     noise = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=generator)
-    for images in (blank, grey, noise):
+    for images, called, near in ((blank, 1, True), (grey, None, False), (noise, 8, False)):
         assert legible_share(network, images) == 1.0
         assert legible_share(network, images, reference=reference) == 0.0
+        with torch.no_grad():
+            features = network.features(images)
+            digit = network.head(features).argmax(-1)
+        assert called is None or (digit == called).all()
+        assert (reference.near(features, digit) == near).all()
+        assert not (near and reference.inked(images, digit).any())
     real = test.data[2_000:4_000]
     assert legible_share(network, real, reference=reference) > 0.95

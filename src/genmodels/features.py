@@ -152,46 +152,57 @@ def mahalanobis_sq(features: torch.Tensor, means: torch.Tensor, precision: torch
 
 
 def ink(images: torch.Tensor) -> torch.Tensor:
-    """The mean pixel intensity of each image, on [0, 1] (0: blank): (N,)."""
+    """The mean pixel intensity of each image, on [0, 1] (0: blank), on the CPU: (N,)."""
     images = to_uint8(images)  # uint8 or [0, 1]; (N, 28, 28) or (N, 1, 28, 28)
-    return images.reshape(len(images), -1).double().mean(-1) / 255
+    return images.reshape(len(images), -1).cpu().double().mean(-1) / 255
 
 
 @dataclass(frozen=True)
 class DigitReference:
-    """Where real digits lie, to the classifier and in ink: a class-conditional Gaussian of its
-    features with one covariance shared by the digits (the model of linear discriminant analysis;
-    Lee et al., 2018, use it to find inputs unlike the training data), and the least ink of each digit."""
+    """Where real digits lie, to the classifier and in ink: a Gaussian of the features per digit with
+    one covariance shared by the ten (the model of linear discriminant analysis, which Lee et al.,
+    2018, use to find inputs unlike the training data), and a floor on each digit's ink."""
 
     class_means: torch.Tensor  # (10, d): mu_k, the mean feature of digit k (float64)
-    precision: torch.Tensor  # (d, d): Sigma^-1, the inverse of the within-digit covariance
+    precision: torch.Tensor  # (d, d): (Sigma + lambda I)^-1, Sigma the within-digit covariance
     max_distance: float  # the squared Mahalanobis distance to its digit's mean within which ...
-    min_ink: torch.Tensor  # (10,): ... and the least mean intensity of each digit above which ...
+    min_ink: torch.Tensor  # (10,): ... and the mean intensity of each digit above which ...
     coverage: float  # ... this share of the calibration digits lie (each check on its own)
 
     def distance(self, features: torch.Tensor, digit: torch.Tensor) -> torch.Tensor:
-        """The squared Mahalanobis distance of each feature vector to the mean of its ``digit``: (N,)."""
+        """d_k(f) = (f - mu_k)^T (Sigma + lambda I)^-1 (f - mu_k), k each image's ``digit``: (N,)."""
         return mahalanobis_sq(features.cpu(), self.class_means[digit.cpu()], self.precision)
 
+    def near(self, features: torch.Tensor, digit: torch.Tensor) -> torch.Tensor:
+        """Whether each image's features lie as near the mean of its ``digit`` as ``coverage`` of real
+        digits' do (one threshold for all ten): (N,) bool, on the CPU."""
+        return self.distance(features, digit) <= self.max_distance
+
+    def inked(self, images: torch.Tensor, digit: torch.Tensor) -> torch.Tensor:
+        """Whether each image carries at least the ink that ``coverage`` of the real digits called
+        its ``digit`` carry (a floor per digit: a 1 has less than an 8): (N,) bool, on the CPU."""
+        return ink(images) >= self.min_ink[digit.cpu()]
+
     def typical(self, features: torch.Tensor, digit: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Whether each image lies where real digits of its class do: no farther from the class's mean
-        feature than ``coverage`` of real digits, and with no less ink than ``coverage`` of real digits
-        of its class: (N,) bool. (Too much ink, as in noise or a grey image, already puts the features
-        far from every digit's.)"""
-        near = self.distance(features, digit) <= self.max_distance
-        return (near & (ink(images) >= self.min_ink[digit.cpu()])).to(features.device)
+        """Whether each image is near its digit's features and inked as real digits are: (N,) bool,
+        on the features' device. (Noise, a grey image or anything with too much ink lies far from
+        the features of the digit it is called; a blank image can lie near the 1s.)"""
+        return (self.near(features, digit) & self.inked(images, digit)).to(features.device)
 
 
 @torch.no_grad()
 def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         calibration: torch.Tensor, coverage: float = 0.99) -> DigitReference:
     """The class means and the shared within-class covariance of the features of labelled real
-    ``images`` (the training set), and the distance that ``coverage`` of other real digits
-    (``calibration``, e.g. test images) stay within and the ink that ``coverage`` of those the
-    classifier calls each digit have at least: :class:`DigitReference`."""
+    ``images`` (the training set), the distance that ``coverage`` of other real digits
+    (``calibration``, e.g. test images) stay within, and for each digit the ink that ``coverage`` of
+    those the classifier calls it carry at least (the 1 - coverage quantile): :class:`DigitReference`."""
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must lie in (0, 1) (a share of real digits), got {coverage}: the book "
                          "uses 0.99")
+    if not (hasattr(classifier, "features") and hasattr(classifier, "head")):
+        raise ValueError("a reference needs the classifier's features and its head (an MNISTClassifier); "
+                         f"got {type(classifier).__name__}")
     labels = torch.as_tensor(labels).cpu()
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image")
@@ -201,12 +212,13 @@ def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: tor
     features = torch.from_numpy(extract_features(classifier, images))  # (N, d), float64
     means = torch.stack([features[labels == k].mean(0) for k in range(10)])  # mu_k
     within = features - means[labels]  # f - mu_y
-    covariance = within.T @ within / (len(features) - 10)  # pooled: (N - 10) degrees of freedom
-    # ReLU units that never fire have no variance; a small ridge keeps Sigma invertible and makes a
-    # unit that fires only for images unlike digits weigh heavily
+    covariance = within.T @ within / (len(features) - 10)  # Sigma, pooled: N - 10 degrees of freedom
+    # ReLU units that never fire have no variance; a small ridge lambda = 1e-4 tr(Sigma) / d keeps
+    # Sigma invertible and makes a unit that fires only for images unlike digits weigh heavily
     ridge = 1e-4 * covariance.diagonal().mean()
     precision = torch.linalg.inv(covariance + ridge * torch.eye(len(covariance), dtype=covariance.dtype))
     held = torch.from_numpy(extract_features(classifier, calibration))
+    # the digit the classifier calls each image, as at use (not its label, nor the nearest mean)
     digit = classifier.head(held.float().to(next(classifier.parameters()).device)).argmax(-1).cpu()
     distance = mahalanobis_sq(held, means[digit], precision)
     amount = ink(calibration)

@@ -317,8 +317,8 @@ def test_the_legibility_record_bears_out_the_benchmarks_page():
     """What the page says of results/benchmarks.json's "legibility": the stricter check moves each
     published model's share by less than five points; it takes every image that is not a digit to
     none, though the classifier is confident about them (a blank image is called a 1 and fails only
-    the ink floor; noise is called an 8 and lies far from the 8s); it turns away fewer than one in a
-    hundred of the real digits the classifier is confident about."""
+    the ink floor; noise is called an 8 and lies far from the 8s); of the real digits the classifier is
+    confident about, it turns away fewer than two in a hundred (two checks that each keep 99 %)."""
     section = json.loads((ROOT / "results" / "benchmarks.json").read_text())["legibility"]
     rows = {row["row"]: row for row in section["rows"]}
     models = [row for name, row in rows.items() if name.startswith(("VAE", "WGAN", "DDPM,"))]
@@ -330,4 +330,4 @@ def test_the_legibility_record_bears_out_the_benchmarks_page():
     assert (blank["digit_called_most"], blank["near"], blank["inked"]) == (1, 1.0, 0.0)
     assert (noise["digit_called_most"], noise["near"]) == (8, 0.0)
     real = rows["real test digits (not fitted on)"]
-    assert real["legible"] / real["legible_confidence_only"] > 0.99
+    assert 0.98 < real["legible"] / real["legible_confidence_only"] < 1

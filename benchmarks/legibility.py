@@ -34,7 +34,7 @@ from timing import at_least_one, autocast_computed, store_section  # benchmarks/
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import EpsilonFromV, NoiseSchedule, load_ddpm
-from genmodels.features import fit_digit_reference, load_classifier
+from genmodels.features import fit_digit_reference, load_classifier, reference_checks
 from genmodels.train import file_sha256, hardware
 from genmodels.unet import UNet, UNetConfig
 from genmodels.vae import load_vae
@@ -47,16 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIDENCE = 0.9  # the evaluation table's
 COVERAGE = 0.99
 CALLS = 20  # the evaluation table's network calls per DDPM sample
-
-
-@torch.no_grad()
-def checks(classifier, reference, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each image's three checks, as booleans: confident, near its digit's mean feature, with at least
-    the ink of real digits."""
-    features = torch.cat([classifier.features(batch) for batch in images.split(500)])
-    probability, digit = classifier.head(features).softmax(-1).max(-1)
-    return dict(confident=(probability > CONFIDENCE).cpu(), near=reference.near(features, digit),
-                inked=reference.inked(images, digit), digit=digit.cpu())
 
 
 def main() -> None:
@@ -108,7 +98,7 @@ def main() -> None:
     for name, draw in rows.items():
         with torch.no_grad():
             images = draw()
-        row = checks(classifier, reference, images)
+        row = reference_checks(classifier, images, reference, CONFIDENCE)
         digit = row.pop("digit")
         legible = row["confident"] & row["near"] & row["inked"]
         shares = {key: value.float().mean().item() for key, value in row.items()}

@@ -31,6 +31,7 @@ __all__ = [
     "legible_share",
     "load_classifier",
     "mahalanobis_sq",
+    "reference_checks",
 ]
 
 # The file pytorch-fid loads (through torch.hub's cache) for its FID Inception-v3.
@@ -114,31 +115,48 @@ def legible_share(classifier: nn.Module, images: torch.Tensor, confidence: float
                   batch_size: int = 500, reference: DigitReference | None = None) -> float:
     """The share of ``images`` that ``classifier`` assigns to one class with a probability above
     ``confidence``: the samples a reader would call a digit ("legible" in the book's tables). With a
-    ``reference`` (:func:`fit_digit_reference`), an image must also look like real digits do to the
-    classifier (:meth:`DigitReference.typical`): confidence alone is fooled by images unlike any
-    digit (a blank image is a confident 1, uniform noise a confident 8)."""
-    if not 0 <= confidence < 1:  # at 1 nothing would count, whatever the images
-        raise ValueError(f"confidence must lie in [0, 1) (a probability, not a percentage), "
-                         f"got {confidence}: the book uses 0.9")
+    ``reference`` (:func:`fit_digit_reference`), an image must also lie near its digit's features and
+    carry its ink (:func:`reference_checks`): confidence alone is fooled by images unlike any digit
+    (a blank image is a confident 1, uniform noise a confident 8)."""
+    _check_confidence(confidence)
     if len(images) == 0:
         raise ValueError("no images: legible_share needs at least one")
+    if reference is not None:
+        checks = reference_checks(classifier, images, reference, confidence, batch_size)
+        return (checks["confident"] & checks["near"] & checks["inked"]).float().mean().item()
     classifier.eval()
-    if reference is None:
-        logits = torch.cat([classifier(batch) for batch in images.split(batch_size)])
-    else:
-        if not (hasattr(classifier, "features") and hasattr(classifier, "head")):
-            raise ValueError("a reference needs the classifier's features and its head (an MNISTClassifier); "
-                             f"got {type(classifier).__name__}")
-        features = torch.cat([classifier.features(batch) for batch in images.split(batch_size)])
-        logits = classifier.head(features)
+    logits = torch.cat([classifier(batch) for batch in images.split(batch_size)])
     if logits.ndim != 2 or logits.shape[0] != len(images) or logits.shape[1] < 2:
         raise ValueError(f"the classifier returned {tuple(logits.shape)} for {len(images)} images; it must "
                          f"return class logits, one row per image: ({len(images)}, number of classes)")
-    probability, digit = logits.softmax(-1).max(-1)
-    legible = probability > confidence
-    if reference is not None:
-        legible &= reference.typical(features, digit, images)
-    return legible.float().mean().item()
+    return (logits.softmax(-1).max(-1).values > confidence).float().mean().item()
+
+
+@torch.no_grad()
+def reference_checks(classifier: nn.Module, images: torch.Tensor, reference: DigitReference,
+                     confidence: float = 0.9, batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Each image's three checks, on the CPU: ``confident`` (the classifier's probability of the digit
+    it calls above ``confidence``), ``near`` and ``inked`` (:class:`DigitReference`), and ``digit``,
+    the digit it is called: a dict of (N,) tensors."""
+    _check_confidence(confidence)
+    _require_features_and_head(classifier)
+    classifier.eval()
+    features = torch.cat([classifier.features(batch) for batch in images.split(batch_size)])
+    probability, digit = classifier.head(features).softmax(-1).max(-1)
+    return dict(confident=(probability > confidence).cpu(), near=reference.near(features, digit),
+                inked=reference.inked(images, digit), digit=digit.cpu())
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 <= confidence < 1:  # at 1 nothing would count, whatever the images
+        raise ValueError(f"confidence must lie in [0, 1) (a probability, not a percentage), "
+                         f"got {confidence}: the book uses 0.9")
+
+
+def _require_features_and_head(classifier: nn.Module) -> None:
+    if not (hasattr(classifier, "features") and hasattr(classifier, "head")):
+        raise ValueError("a reference needs the classifier's features and its head (an MNISTClassifier); "
+                         f"got {type(classifier).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +179,9 @@ def ink(images: torch.Tensor) -> torch.Tensor:
 class DigitReference:
     """Where real digits lie, to the classifier and in ink: a Gaussian of the features per digit with
     one covariance shared by the ten (the model of linear discriminant analysis, which Lee et al.,
-    2018, use to find inputs unlike the training data), and a floor on each digit's ink."""
+    2018, use to find inputs unlike the training data), and a floor on each digit's ink. (Noise, a grey
+    image or anything with too much ink lies far from the features of the digit it is called; a blank
+    image can lie near the 1s, and only the ink floor turns it away.)"""
 
     class_means: torch.Tensor  # (10, d): mu_k, the mean feature of digit k (float64)
     precision: torch.Tensor  # (d, d): (Sigma + lambda I)^-1, Sigma the within-digit covariance
@@ -183,12 +203,6 @@ class DigitReference:
         its ``digit`` carry (a floor per digit: a 1 has less than an 8): (N,) bool, on the CPU."""
         return ink(images) >= self.min_ink[digit.cpu()]
 
-    def typical(self, features: torch.Tensor, digit: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Whether each image is near its digit's features and inked as real digits are: (N,) bool,
-        on the features' device. (Noise, a grey image or anything with too much ink lies far from
-        the features of the digit it is called; a blank image can lie near the 1s.)"""
-        return (self.near(features, digit) & self.inked(images, digit)).to(features.device)
-
 
 @torch.no_grad()
 def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -200,9 +214,7 @@ def fit_digit_reference(classifier: nn.Module, images: torch.Tensor, labels: tor
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must lie in (0, 1) (a share of real digits), got {coverage}: the book "
                          "uses 0.99")
-    if not (hasattr(classifier, "features") and hasattr(classifier, "head")):
-        raise ValueError("a reference needs the classifier's features and its head (an MNISTClassifier); "
-                         f"got {type(classifier).__name__}")
+    _require_features_and_head(classifier)
     labels = torch.as_tensor(labels).cpu()
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image")

@@ -20,6 +20,7 @@ from genmodels.features import (
     legible_share,
     load_classifier,
     mahalanobis_sq,
+    reference_checks,
 )
 from genmodels.train import save_checkpoint
 
@@ -172,6 +173,9 @@ def test_with_a_reference_an_image_must_be_confident_near_its_digit_and_carry_in
     index = torch.arange(256).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28).to(torch.uint8)  # image i holds i
     share = legible_share(_FixedFeatures(features, head), index, reference=reference, batch_size=100)
     assert 10 < expected.sum() < (probabilities.max(1) > 0.9).sum() and round(share * 256) == expected.sum()
+    checks = reference_checks(_FixedFeatures(features, head), index, reference, batch_size=100)
+    for key, by_hand in (("confident", confident), ("near", near), ("inked", inked), ("digit", digit)):
+        np.testing.assert_array_equal(checks[key].numpy(), by_hand)
 
 
 def test_mahalanobis_sq_is_scipys_squared_distance():

@@ -146,6 +146,14 @@ def test_the_ddpm_dry_run_builds_the_gpu_network_and_trains_on_the_smoke_data():
     assert sizes["fid_every"] > sizes["epochs"]  # no FID during the one epoch: the smoke run scores
 
 
+def test_the_langevin_dry_run_moves_the_gpu_particles_for_fewer_steps_than_the_smoke_run():
+    table = _tables(ROOT / "notebooks/05_langevin.ipynb")["sizes"]
+    sizes = gpu_dry("sizes", table, FEWER["05_langevin"])
+    assert sizes["particles"] == table["gpu"]["particles"] == 20_000
+    assert 10 <= sizes["chain_steps"] < table["smoke"]["chain_steps"]  # at least a step per level of 10
+    assert sizes["dsm_steps"] == table["smoke"]["dsm_steps"]
+
+
 def _cells(*sources: str) -> list:
     return [nbformat.v4.new_code_cell(source) for source in sources]
 

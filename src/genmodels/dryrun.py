@@ -72,11 +72,14 @@ SETTINGS = frozenset({
 # nothing the smoke run does not (130 images make one chunk of the gpu profile's 2,000). The VAE's
 # test-set bound: 16 images at the gpu K check the same decoder batch as 128 (18 s on AVX2). The
 # WGANs: six iterations of six 64-channel steps each (five of the critic, one of the generator),
-# logged twice, check the same shapes as the smoke profile's 30.
+# logged twice, check the same shapes as the smoke profile's 30. The Langevin chapter's chains: 40
+# steps (four per level of the annealing ladder) of the gpu profile's 20,000 particles check the
+# shapes and the memory of the smoke profile's 200 steps, in a fifth of the 25 s those took on AVX2.
 FEWER = {
     "02_vae": dict(n_test_nll=16),
     "03_wgan": dict(iterations=6, log_every=3),
     "04_ddpm": dict(epochs=1, n_grid=1, fid_every=2),
+    "05_langevin": dict(chain_steps=40),
 }
 # Where a dry run stops: before the cells whose cost no count sets, once every setting has been read
 # by a cell that runs (``dry_notebook`` refuses a stop after which a cell reads a setting that no

@@ -10,7 +10,8 @@ Run: python benchmarks/legibility.py [--n 1000] [--ddpm-n 500] [--etas 1 2.5] [-
 
 The reference is fitted on the 60,000 training images (class means and covariance) and on 5,000 test
 images drawn at random (the distance and each digit's least ink); the real-data row is the other
-5,000 test images.
+5,000 test images, and the same digits blurred (a Gaussian of one pixel) and at half their ink: digits a
+reader still reads, to show what the checks cost such images.
 Each model row draws its samples from seed 0 as the evaluation notebook draws them (the VAE's
 decoder means and Bernoulli draws, the two WGANs, the published DDPM at 20 network calls with
 SDE-DPM-Solver++(2M) on trailing timesteps for each eta), beside baselines that are not digits
@@ -31,6 +32,7 @@ import matplotlib
 import torch
 from evaluation_draw import SAMPLER, sample  # beside this script
 from timing import at_least_one, autocast_computed, store_section  # benchmarks/timing.py, beside this script
+from torchvision.transforms.functional import gaussian_blur
 
 from genmodels.data import load_mnist
 from genmodels.diffusion import EpsilonFromV, NoiseSchedule, load_ddpm
@@ -80,7 +82,11 @@ def main() -> None:
         generator, _ = load_generator(checkpoints / f"wgan-{variant}.pt", map_location=device)
         return generator.sample(n, generator=seeded()).reshape(n, 1, 28, 28).cpu()
 
-    rows = {"real test digits (not fitted on)": lambda: test.data[halves[1]][:, None],
+    held_out = test.data[halves[1]][:, None]
+    rows = {"real test digits (not fitted on)": lambda: held_out,
+            # the same digits as a reader still reads them, blurred as a decoder's mean blurs, or faint
+            "the same, blurred (Gaussian, 1 pixel)": lambda: blurred(held_out, sigma=1.0),
+            "the same, at half their ink": lambda: (held_out.float() / 2).round().to(torch.uint8),
             "blank images": lambda: torch.zeros(n, 1, 28, 28),
             "uniform noise": lambda: torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8,
                                                    generator=torch.Generator().manual_seed(0))}
@@ -125,6 +131,12 @@ def main() -> None:
     store_section("legibility", **section)
     plot_legibility(section, turned_away, ROOT / "results" / "legibility.png")
     print("written results/legibility.png")
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 images convolved with a Gaussian of standard deviation ``sigma`` pixels (a 5 x 5 kernel)."""
+    smooth = gaussian_blur(images.float(), kernel_size=[5, 5], sigma=[sigma, sigma])
+    return smooth.round().clamp(0, 255).to(torch.uint8)
 
 
 def plot_legibility(section: dict, turned_away: dict[str, torch.Tensor], path: Path) -> None:

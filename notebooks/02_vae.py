@@ -290,7 +290,8 @@ assert torch.allclose(torch.cov(z_q.T), torch.diag(log_sigma_q.exp().pow(2)), at
 #
 # For a binary pixel, $\exp(-\mathrm{BCE}(p, x)) = p^x (1 - p)^{1 - x}$ sums to 1 over
 # $x \in \{0, 1\}$. Read as a density of a grey value $x \in [0, 1]$ it integrates to less than 1
-# (left), and it is not even largest at the pixel's own value. On grey test images, a "decoder"
+# (left), and for $p \ne \frac12$ it is monotone in $x$: largest at $x = 0$ or $x = 1$, never at the
+# decoder's own value $x = p$. On grey test images, a "decoder"
 # that knows every pixel exactly ($p_d = x_d$) still pays a positive BCE (right): the grey images'
 # "nats" measure nothing about the model.
 
@@ -448,8 +449,9 @@ glue("vae_loss_terms_figure", fig)
 #
 # ### Reconstructions
 #
-# Top: binarized test images. Bottom: the decoder's pixel probabilities $p_\theta(x \mid z)$ at
-# $z = \mu_\phi(x)$, the mean of the encoder's distribution.
+# Top: binarized test images. Bottom: the decoder's pixel probabilities
+# $(p_1, \dots, p_D) = \mathbb{E}_{p_\theta}[x \mid z]$ at $z = \mu_\phi(x)$, the mean of the
+# encoder's distribution.
 
 # %% tags=["hide-input"]
 with torch.no_grad():

@@ -542,8 +542,8 @@ glue("sample_grids", fig)
 # How many samples would a reader call a digit? The share of samples of each row that the
 # classifier assigns to one class with probability above 0.9: of one draw of 64 (seed 0, a grid's
 # worth; for most rows its first 32 are the grid shown above), and of
-# 3,000 (1,000 from each of three seeds), whose share is known to within about one percentage
-# point (its binomial standard error is printed). The real-data row is the reference. Confidence is
+# 3,000 (1,000 from each of three seeds), whose binomial standard error, about one percentage
+# point, is printed (two of them make a 95 % interval; a draw of 64 has one of about six points). The real-data row is the reference. Confidence is
 # not legibility: the classifier is just as sure about uniform noise, so the share means something
 # only for images that already look like digits; read it beside precision, recall and FID.
 

@@ -177,11 +177,26 @@ def scoring(section: dict) -> tuple:
     return section.get("classifier_sha256"), section.get("n_fid"), section.get("bf16")
 
 
+def score_calls(schedule: str) -> int:
+    """The network calls per sample of this script's FIDs on ``schedule``: the steps of ``SCORE_STEPS``
+    left on its log-SNR grid (before that grid dropped its repeats, the cosine schedule's kept 17)."""
+    return len(logsnr_timesteps(NoiseSchedule(kind=schedule), SCORE_STEPS))
+
+
 def earlier_curves(stored: dict, this_scoring: tuple, compare: list[str], add_to: str | None = None,
                    only: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """From the stored benchmark sections, the curves named ``SECTION/NAME`` in ``compare`` (to draw
     beside this run's), and with ``add_to`` that section's recipes other than ``only`` (to keep beside
-    them); each must have been scored as this run is (``scoring``), or the comparison would mislead."""
+    them); each must have been scored as this run is (``scoring``, and each curve at the network calls
+    this run makes on its schedule), or the comparison would mislead."""
+    def same_calls(section_name: str, name: str, result: dict, why: str) -> dict:
+        now, then = score_calls(result["recipe"]["schedule"]), result.get("network_calls")
+        if then != now:
+            told = f"{then} network calls per sample" if then else "network calls it did not record"
+            raise SystemExit(f"{why}: {section_name}/{name} was scored with {told}, this run scores its "
+                             f"schedule with {now}; measure it again (--only) rather than compare")
+        return result
+
     def alike(section_name: str, why: str) -> dict:
         if section_name not in stored:
             raise SystemExit(f"{why}: results/benchmarks.json has no section {section_name!r}; stored: "
@@ -202,11 +217,13 @@ def earlier_curves(stored: dict, this_scoring: tuple, compare: list[str], add_to
         if not slash or name not in recipes:
             raise SystemExit(f"--compare {reference}: name a curve as SECTION/NAME; {section_name!r} "
                              f"stores {', '.join(sorted(recipes))}")
-        compared[f"{name} ({section_name})"] = recipes[name]
+        compared[f"{name} ({section_name})"] = same_calls(section_name, name, recipes[name],
+                                                          f"--compare {reference}")
     kept = {}
     if add_to is not None:
         stored_recipes = alike(add_to, "--add")["recipes"]
-        kept = {name: result for name, result in stored_recipes.items() if name not in only}
+        kept = {name: same_calls(add_to, name, result, "--add") for name, result in stored_recipes.items()
+                if name not in only}
     return compared, kept
 
 
@@ -277,9 +294,9 @@ def main() -> None:
             continue
         print(f"  {name}", flush=True)
         curve = train_and_score(recipe, data, score, args.steps, args.evaluate_every, args.bf16, args.minutes)
-        calls = len(logsnr_timesteps(NoiseSchedule(kind=recipe.schedule), SCORE_STEPS))  # score's grid
-        results[name] = {"recipe": asdict(recipe), "curve": curve, "network_calls": calls,
-                         "commit": git_commit(), "modified_code": modified_code(),
+        results[name] = {"recipe": asdict(recipe), "curve": curve,
+                         "network_calls": score_calls(recipe.schedule), "commit": git_commit(),
+                         "modified_code": modified_code(),
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results = {**kept, **results}
 

@@ -28,23 +28,32 @@ def recipes():
 
 
 SCORED = ("abc", 1000, True)  # classifier hash, N, bf16
+COSINE = {"recipe": {"schedule": "cosine"}, "network_calls": 20}  # 20 steps on the log-SNR grid: 20 calls
 STORED = {
     "batch": {"classifier_sha256": "abc", "n_fid": 1000, "bf16": True,
-              "recipes": {"a": {"curve": [1]}, "b": {"curve": [2]}}},
-    "old": {"classifier_sha256": "other", "n_fid": 1000, "bf16": True, "recipes": {"a": {"curve": [3]}}},
+              "recipes": {"a": {"curve": [1], **COSINE}, "b": {"curve": [2], **COSINE}}},
+    "old": {"classifier_sha256": "other", "n_fid": 1000, "bf16": True,
+            "recipes": {"a": {"curve": [3], **COSINE}}},
+    "unrecorded": {"classifier_sha256": "abc", "n_fid": 1000, "bf16": True,
+                   "recipes": {"a": {"curve": [4], "recipe": {"schedule": "cosine"}},
+                               "b": {"curve": [5], "recipe": {"schedule": "cosine"}, "network_calls": 17}}},
 }
 
 
 def test_earlier_curves_draws_and_keeps_only_what_was_scored_the_same_way(recipes):
     compared, kept = recipes.earlier_curves(STORED, SCORED, ["batch/a"], add_to="batch", only=("b",))
-    assert compared == {"a (batch)": {"curve": [1]}}
-    assert kept == {"a": {"curve": [1]}}  # "b" is measured again by this run, so not kept
+    assert compared == {"a (batch)": {"curve": [1], **COSINE}}
+    assert kept == {"a": {"curve": [1], **COSINE}}  # "b" is measured again by this run, so not kept
     assert recipes.earlier_curves(STORED, SCORED, []) == ({}, {})
 
 
 @pytest.mark.parametrize("compare, add_to, message", [
     (["old/a"], None, "scored with classifier other, N = 1000, bf16 True, this run with classifier abc"),
-    (["missing/a"], None, "no section 'missing'; stored: batch, old"),
+    (["missing/a"], None, "no section 'missing'; stored: batch, old, unrecorded"),
+    (["unrecorded/a"], None, "unrecorded/a was scored with network calls it did not record, this run "
+                             "scores its schedule with 20; measure it again"),
+    (["unrecorded/b"], None, "unrecorded/b was scored with 17 network calls per sample, this run scores"),
+    ([], "unrecorded", "--add: unrecorded/a was scored with network calls it did not record"),
     (["batch"], None, "SECTION/NAME; 'batch' stores a, b"),
     (["batch/c"], None, "SECTION/NAME; 'batch' stores a, b"),
     ([], "old", "--add: section 'old' was scored with classifier other"),

@@ -20,9 +20,10 @@
 #
 # This notebook goes with the [DDPM chapter](../chapters/ddpm.md). It checks the forward process
 # and the samplers against closed forms (no training needed for that), trains the
-# $\epsilon$-network on MNIST with Algorithm 1, samples with Algorithm 2 and with DDIM at several
-# step counts, measures what each costs and how good its samples are, reports the model's
-# negative log-likelihood in bits per dimension, and publishes the weights.
+# $\epsilon$-network on MNIST with Algorithm 1, samples with Algorithm 2, DDIM and DPM-Solver++(2M)
+# at several step counts, measures what each costs and how good its samples are, reports an upper
+# bound on the model's negative log-likelihood (the variational bound) in bits per dimension, and
+# publishes the weights.
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it;
@@ -300,8 +301,8 @@ assert lecture_corr > 0.9 > 0.1 > abs(
 # When the data is Gaussian, $\mathcal{N}(m, S)$, the best possible $\epsilon$-predictor is known in
 # closed form (`gaussian_data_eps`): $x_t$ and $\epsilon$ are jointly Gaussian, so
 # $\mathbb{E}[\epsilon \mid x_t]$ is a linear function of $x_t$. Driven by it, Algorithm 2 and DDIM
-# must return samples with mean $m$ and covariance $S$: this tests the samplers' every coefficient
-# at once. With the same predictor the variational bound, summed over all $T + 1$ terms
+# must return samples with mean $m$ and covariance $S$ up to discretization error, which shrinks
+# with the step size: this tests the samplers' every coefficient at once. With the same predictor the variational bound, summed over all $T + 1$ terms
 # ($L_T, L_{T-1}, \dots, L_0$), must come close to the data's true negative log-likelihood when the
 # reverse variance is the right one.
 
@@ -377,7 +378,9 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 #
 # The $\epsilon$-network is the U-Net of `genmodels.unet` (residual blocks, group normalization, a
 # sinusoidal embedding of $t$ added in every block, self-attention at $7 \times 7$). The loop below
-# is Algorithm 1 line by line, on minibatches with Adam (after a linear warm-up) and gradient
+# is Algorithm 1 line by line, except that line 5's loss is written for a network that predicts $v$
+# rather than $\epsilon$ (the second change below; `EpsilonFromV` turns the trained network back
+# into $\epsilon_\theta$), on minibatches with Adam (after a linear warm-up) and gradient
 # norms clipped at 1, as Ho et al., with an exponential moving average of the weights (torch's
 # `AveragedModel`): the averaged network is the one we sample from. Three changes to Ho et al.'s
 # recipe were measured on a two-core CPU before the book adopted them, and each is derived on the
@@ -409,7 +412,7 @@ assert 0 <= bounds["beta"] - true_nll < 0.1 and bounds["beta_tilde"] > bounds["b
 # The `cpu` profile's minibatches hold 64 images, not Ho et al.'s 128: over the first twelve minutes
 # twice as many steps of half the size reached a lower FID (the `ddpm_batch` entry of
 # `results/benchmarks.json`); over the whole budget it did no better. Its U-Net is 24 channels
-# wide, not 16: on two cores a step costs about half as much again, and at every matched minute
+# wide, not the 16 at which the recipes and speed levers were measured: on two cores a step costs about half as much again, and at every matched minute
 # from the sixth on the wider network reached a lower FID (the `ddpm_width` entry). The learning rate
 # ($5 \cdot 10^{-4}$ after 200 warm-up steps) and the EMA's decay (0.995, a memory of about 200
 # steps, short enough for a run of a few thousand) suit a short run. The `gpu` profile
@@ -860,9 +863,9 @@ for key in (("ddim", 20, 0.0), ("ddim", 20, 1.0), ("dpm", 20, None), ("dpm", 10,
     )
 
 # %% [markdown]
-# Time falls in proportion to the number of calls actually made for every sampler (DPM-Solver++'s
-# steps make a few calls fewer than their number, as its times show; see section 4); quality does
-# not. The two
+# Time falls in proportion to the number of calls actually made for every sampler (in a run made
+# before `logsnr_timesteps` returned as many timesteps as asked, DPM-Solver++'s 10, 20 and 50 steps
+# made 9, 17 and 38 calls, as its times show; see section 4); quality does not. The two
 # deterministic samplers, DDIM with $\eta = 0$ and DPM-Solver++, level off at about the same FID by
 # 50 calls, above Algorithm 2's. On Gaussian data (section 2) their error was discretization, which
 # more steps remove, and the second-order solver removed it faster; here what remains is the

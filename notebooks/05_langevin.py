@@ -355,7 +355,8 @@ fig.tight_layout()
 glue("langevin_annealing", fig)
 
 # %% [markdown]
-# The same annealing written out level by level, to keep a frame of the particles every few steps:
+# The same annealing written out level by level, to keep a frame of the particles every
+# `frame_every` steps (the chain's steps over the number of frames):
 # an animation that plays without a network connection, and a static strip of frames for print.
 
 # %%
@@ -399,8 +400,10 @@ for ax, k in zip(axes, picks, strict=True):
 fig.tight_layout()
 
 # %% [markdown]
-# The paths of six particles from the fourth noise level on (before it, the noise is so large that
-# every step jumps across the picture): each settles into one of the eight modes as sigma shrinks.
+# The paths of six particles from the fourth noise level on, one point per frame, so that each
+# segment joins states many steps apart (before that level the noise is so large that the particles
+# jump across the picture): at the fourth and fifth levels they still roam the ring that the merged
+# modes form, and as sigma shrinks each settles into one of the eight modes.
 
 # %% tags=["hide-input"]
 # level 4 on
@@ -648,7 +651,9 @@ def sample_in_chunks(sampler, n: int, chunk: int = 250) -> tuple[torch.Tensor, f
     return torch.cat(parts), time.perf_counter() - started
 
 
-# network calls per sample, the same for the first three samplers
+# network calls per sample: `calls` for both DDIMs; the predictor-corrector
+# sampler's half as many predictor steps, each with a corrector but the last,
+# make one fewer (its row rounds it up); DPM-Solver++ half as many
 calls = sizes["calls"]
 samplers = {  # name -> (network calls per sample, sampler)
     "DDIM, η = 0": (

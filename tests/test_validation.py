@@ -275,6 +275,18 @@ def test_legible_share_refuses_a_percentage_and_a_classifier_without_class_logit
         legible_share(classifier, images, confidence=1.0)
     with pytest.raises(ValueError, match=r"must return class logits, one row per image: \(4, number of"):
         legible_share(torch.nn.Identity(), images)
+    with pytest.raises(ValueError, match="no images: legible_share needs at least one"):
+        legible_share(classifier, images[:0])
+
+
+def test_reference_checks_refuses_no_images_before_it_runs_the_classifier():
+    from genmodels.features import ClassifierConfig, DigitReference, MNISTClassifier, reference_checks
+
+    network = MNISTClassifier(ClassifierConfig(channels=(4, 8), feature_dim=8))
+    reference = DigitReference(torch.zeros(10, 8, dtype=torch.float64), torch.eye(8, dtype=torch.float64),
+                               1.0, torch.zeros(10), 0.99)
+    with pytest.raises(ValueError, match="no images: reference_checks needs at least one"):
+        reference_checks(network, torch.zeros(0, 1, 28, 28), reference)
 
 
 def test_the_digit_reference_refuses_a_share_as_percentage_unlabelled_or_missing_digits():

@@ -119,8 +119,7 @@ def legible_share(classifier: nn.Module, images: torch.Tensor, confidence: float
     carry its ink (:func:`reference_checks`): confidence alone is fooled by images unlike any digit
     (a blank image is a confident 1, uniform noise a confident 8)."""
     _check_confidence(confidence)
-    if len(images) == 0:
-        raise ValueError("no images: legible_share needs at least one")
+    _require_images(images, "legible_share")
     if reference is not None:
         checks = reference_checks(classifier, images, reference, confidence, batch_size)
         return (checks["confident"] & checks["near"] & checks["inked"]).float().mean().item()
@@ -139,6 +138,7 @@ def reference_checks(classifier: nn.Module, images: torch.Tensor, reference: Dig
     it calls above ``confidence``), ``near`` and ``inked`` (:class:`DigitReference`), and ``digit``,
     the digit it is called: a dict of (N,) tensors."""
     _check_confidence(confidence)
+    _require_images(images, "reference_checks")
     _require_features_and_head(classifier)
     classifier.eval()
     features = torch.cat([classifier.features(batch) for batch in images.split(batch_size)])
@@ -151,6 +151,11 @@ def _check_confidence(confidence: float) -> None:
     if not 0 <= confidence < 1:  # at 1 nothing would count, whatever the images
         raise ValueError(f"confidence must lie in [0, 1) (a probability, not a percentage), "
                          f"got {confidence}: the book uses 0.9")
+
+
+def _require_images(images: torch.Tensor, caller: str) -> None:
+    if len(images) == 0:
+        raise ValueError(f"no images: {caller} needs at least one")
 
 
 def _require_features_and_head(classifier: nn.Module) -> None:

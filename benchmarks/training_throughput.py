@@ -83,8 +83,11 @@ def vae_step(batch: int = 128):
     return step, batch
 
 
-def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
-    config = config_of(f"wgan-{variant}.pt", DCGANConfig)
+def wgan_parts(variant: str, config: DCGANConfig, m: int = 64, n_critic: int = 5, real=None):
+    """One generator iteration of the WGAN notebook's loop (Algorithm 1: n_critic critic steps on m real
+    and m generated images, clipping or the gradient penalty, then one generator step) as a function
+    ``step()``, with the generator it trains; ``real()`` draws the m real images (default: one fixed
+    batch of random pixels, enough for timing)."""
     generator, critic = ConvGenerator(config), ConvCritic(config)
     if variant == "clip":
         g_optimizer, c_optimizer = (torch.optim.RMSprop(p, lr=5e-5)
@@ -92,14 +95,17 @@ def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
     else:
         g_optimizer, c_optimizer = (torch.optim.Adam(p, lr=1e-4, betas=(0.0, 0.9))
                                     for p in (generator.parameters(), critic.parameters()))
-    real = torch.rand(m, 784)
+    if real is None:
+        fixed = torch.rand(m, 784)
+        real = lambda: fixed  # noqa: E731
 
     def step():
         for _ in range(n_critic):
+            x = real()
             fake = generator.sample(m).detach()
-            loss = critic_loss(critic(real), critic(fake))
+            loss = critic_loss(critic(x), critic(fake))
             if variant == "gp":
-                loss = loss + 10.0 * gradient_penalty(critic, real, fake)
+                loss = loss + 10.0 * gradient_penalty(critic, x, fake)
             c_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             c_optimizer.step()
@@ -109,6 +115,11 @@ def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
         generator_loss(critic(generator.sample(m))).backward()
         g_optimizer.step()
 
+    return step, generator
+
+
+def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
+    step, _ = wgan_parts(variant, config_of(f"wgan-{variant}.pt", DCGANConfig), m, n_critic)
     return step, n_critic * m
 
 

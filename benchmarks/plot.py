@@ -1,6 +1,7 @@
 """Figures of results/benchmarks.json for the book's benchmarks page: results/unet_levers.png,
 results/training_throughput.png, results/allocator.png, results/bf16_isa.png,
-results/bf16_quality.png, results/sampler_noise.png, results/stochastic_samplers.png and
+results/bf16_quality.png, results/sampler_noise.png, results/stochastic_samplers.png,
+results/wgan_batch_gp.png (and _clip, where measured) and
 results/ddpm_machines.png (the cpu profile's recipe on this machine and on one without bfloat16); and
 results/ddpm_profiles.png, the DDPM notebook's runs side by side from their checkpoint records: the
 published one (checkpoints/ddpm.json, the gpu profile), the gpu profile's first run
@@ -313,6 +314,28 @@ def plot_sampler_noise(section: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_wgan_batch(section: dict, path: Path) -> None:
+    """FID and legible share of the WGAN's generator against generator iterations, one line per batch m
+    (benchmarks/wgan_batch.py)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for m, rows in sorted(section["curves"].items(), key=lambda item: int(item[0])):
+        iterations = [row["iteration"] for row in rows]
+        for ax, key in zip(axes, ("fid", "legible"), strict=True):
+            ax.plot(iterations, [row[key] for row in rows], marker="o", ms=3, label=f"m = {m}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("FID (lower is better)")
+    axes[1].set_ylabel("legible share (with the digit reference)")
+    for ax in axes:
+        ax.set_xlabel("generator iterations")
+    axes[0].legend(fontsize=8)
+    variant = {"gp": "WGAN-GP", "clip": "WGAN, weight clipping"}[section["variant"]]
+    fig.suptitle(f"{variant}, {section['channels']} channels, n_critic = {section['n_critic']}, seed "
+                 f"{section['seed']}; N = {section['n']:,} samples per score, on {section['hardware']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     stored = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     plot_unet_levers(stored["unet_levers"], ROOT / "results" / "unet_levers.png")
@@ -344,6 +367,10 @@ def main() -> None:
         plot_recipe_on_machines([(stored["ddpm_width"], recipe), (stored["ddpm_avx2_host"], recipe)],
                                 ROOT / "results" / "ddpm_machines.png", title)
         print("written results/ddpm_machines.png")
+    for name in ("wgan_batch_gp", "wgan_batch_clip"):
+        if name in stored:
+            plot_wgan_batch(stored[name], ROOT / "results" / f"{name}.png")
+            print(f"written results/{name}.png")
     runs = [("cpu profile", ROOT / "results" / "cpu-xeon" / "ddpm.json", "tab:blue"),
             ("gpu profile, first run", ROOT / "results" / "gpu-h200" / "ddpm.json", "tab:orange"),
             ("gpu profile, published", ROOT / "checkpoints" / "ddpm.json", "tab:red")]

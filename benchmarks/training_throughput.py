@@ -86,8 +86,8 @@ def vae_step(batch: int = 128):
 def wgan_parts(variant: str, config: DCGANConfig, m: int = 64, n_critic: int = 5, real=None):
     """One generator iteration of the WGAN notebook's loop (Algorithm 1: n_critic critic steps on m real
     and m generated images, clipping or the gradient penalty, then one generator step) as a function
-    ``step()``, with the generator it trains; ``real()`` draws the m real images (default: one fixed
-    batch of random pixels, enough for timing)."""
+    ``step()``, with the generator and critic it trains; ``real()`` draws the m real images (default:
+    one fixed batch of random pixels, enough for timing)."""
     generator, critic = ConvGenerator(config), ConvCritic(config)
     if variant == "clip":
         g_optimizer, c_optimizer = (torch.optim.RMSprop(p, lr=5e-5)
@@ -115,11 +115,11 @@ def wgan_parts(variant: str, config: DCGANConfig, m: int = 64, n_critic: int = 5
         generator_loss(critic(generator.sample(m))).backward()
         g_optimizer.step()
 
-    return step, generator
+    return step, generator, critic
 
 
 def wgan_step(variant: str, m: int = 64, n_critic: int = 5):
-    step, _ = wgan_parts(variant, config_of(f"wgan-{variant}.pt", DCGANConfig), m, n_critic)
+    step, _, _ = wgan_parts(variant, config_of(f"wgan-{variant}.pt", DCGANConfig), m, n_critic)
     return step, n_critic * m
 
 

@@ -74,7 +74,7 @@ def main() -> None:
         def real(m=m):  # m real samples, drawn afresh for every critic step as the notebook draws them
             return train_pixels[torch.randint(len(train_pixels), (m,))]
 
-        step, generator = wgan_parts(args.variant, DCGANConfig(channels=args.channels), m, real=real)
+        step, generator, _ = wgan_parts(args.variant, DCGANConfig(channels=args.channels), m, real=real)
         rows, seconds = [], 0.0
         for iteration in range(1, args.iterations + 1):
             started = time.perf_counter()

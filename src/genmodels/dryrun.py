@@ -5,7 +5,7 @@ The gpu profile runs only where a GPU is lent, and then against the clock; its n
 sizes and learning-rate settings appear in no run that CI makes. A dry run finds, in CI and without
 CUDA, the mistakes that do not need CUDA to show: a width a layer cannot take, a batch that does not
 divide as the code assumes, a key missing from the gpu profile's table, the peak memory of the gpu
-batch sizes.
+batch sizes (all but the DDPM's training batch: ``FEWER`` says why).
 
 Each notebook's *profile tables* (``{"smoke": ..., "cpu": ..., "gpu": ...}[profile]``) are rewritten
 before it runs: every entry that sets how long a run lasts (a count: ``COUNTS``) keeps the smoke
@@ -66,8 +66,11 @@ SETTINGS = frozenset({
     "particles",  # 05_langevin
 })
 # Counts smaller than the smoke profile's, where the smoke count at the gpu width would take minutes.
-# The DDPM chapter: one epoch is one training step of 512 images (about 20 s on two cores with bf16,
-# 60 s on two AVX2 cores in float32), and no FID during training (``fid_every`` beyond the one epoch):
+# The DDPM chapter: one epoch is one training step of 128 images (the smoke profile's batch) at the gpu
+# width, and no FID during training (``fid_every`` beyond the one epoch). A step of the gpu profile's
+# 512 images took about 20 s on two cores with bf16 and 60 s on two AVX2 cores in float32, a third of
+# the whole dry run there, and checked only its memory on the CPU (9.2 GB in float32), which says
+# little of a GPU's in bfloat16; that batch has run for real on the H200 (the published DDPM):
 # scoring 130 images with 20 calls of the 64-channel network took another 55 s there and checks
 # nothing the smoke run does not (130 images make one chunk of the gpu profile's 2,000). The VAE's
 # test-set bound: 16 images at the gpu K check the same decoder batch as 128 (18 s on AVX2). The
@@ -78,7 +81,7 @@ SETTINGS = frozenset({
 FEWER = {
     "02_vae": dict(n_test_nll=16),
     "03_wgan": dict(iterations=6, log_every=3),
-    "04_ddpm": dict(epochs=1, n_grid=1, fid_every=2),
+    "04_ddpm": dict(n_train=128, epochs=1, n_grid=1, fid_every=2),
     "05_langevin": dict(chain_steps=40),
 }
 # Where a dry run stops: before the cells whose cost no count sets, once every setting has been read

@@ -15,7 +15,8 @@ larger batch costs proportionally more, on a launch-bound GPU almost nothing.
 
 Run: python benchmarks/wgan_batch.py [--variant gp] [--channels 16] [--batches 64 256]
                                      [--iterations 3500] [--score-every 500] [--n 10000] [--seed 0]
-About 15 minutes at m = 64 and 50 at m = 256 on two AVX2 cores (gp, 16 channels). Results (with
+About 15 minutes at m = 64 and 45 at m = 256 on two AVX2 cores (gp, 16 channels; the record's
+train_seconds, plus a minute of scoring each). Results (with
 hardware and commit) are merged into results/benchmarks.json under "wgan_batch_<variant>".
 Not a test.
 """

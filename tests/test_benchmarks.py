@@ -171,6 +171,7 @@ def test_the_wgan_batch_figure_draws_one_curve_per_batch_against_iterations(tmp_
     assert list(scores.lines[0].get_xdata()) == [500, 1000]
     assert list(scores.lines[1].get_ydata()) == [256.2, 256.1]
 
+
 def test_counts_on_the_command_line_are_whole_numbers_of_at_least_one(beside):
     import argparse
 

@@ -457,6 +457,69 @@ def test_prose_written_after_a_run_reaches_the_executed_copy_without_running_it_
         pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=lambda message: None)
 
 
+@pytest.mark.slow
+def test_a_records_prose_is_brought_up_to_date_under_its_own_title_where_its_code_still_ran(repo):
+    path = repo / "notebooks" / "01_a.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_markdown_cell("# A\n\nWhat it does, first draft."))
+    notebook.cells.append(nbformat.v4.new_markdown_cell("The run shows X."))
+    nbformat.write(notebook, path)
+    assert run(repo, only=["01_a"]) == ["01_a"]
+    record_path = repo / "book/notebooks/01_a_cpu.ipynb"  # a cpu run kept beside a published one
+    record = nbformat.read(repo / "book/notebooks/01_a.ipynb", as_version=4)
+    note = "# The cpu profile's run: A\n\n```{note}\nA record, kept beside the published run.\n```\n"
+    record.cells[0].source = note + "\nWhat it does, first draft."
+    nbformat.write(record, record_path)
+    (repo / "book/notebooks/01_a_draft.ipynb").write_bytes(record_path.read_bytes())  # not a profile's
+    outputs = [c.get("outputs") for c in record.cells if c.cell_type == "code"]
+
+    notebook.cells[0].source = "# A\n\nWhat it does, corrected."
+    notebook.cells[-1].source = "The run shows Y."
+    nbformat.write(notebook, path)
+    said = []
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=said.append)
+    refreshed = nbformat.read(record_path, as_version=4)
+    assert refreshed.cells[0].source == note + "\nWhat it does, corrected."  # its title and note kept
+    assert refreshed.cells[-1].source == "The run shows Y."
+    assert [c.get("outputs") for c in refreshed.cells if c.cell_type == "code"] == outputs
+    assert any("01_a_cpu.ipynb: 2 cell(s)" in line for line in said)
+    assert nbformat.read(repo / "book/notebooks/01_a_draft.ipynb", as_version=4).cells[-1].source \
+        == "The run shows X."
+
+    notebook.cells[-1].source = "The run shows Z."  # the published copy is then refreshed as well
+    nbformat.write(notebook, path)
+    record_code = [c for c in refreshed.cells if c.cell_type == "code"][-1]
+    record_code.source += "\nprint('a record of older code')"
+    nbformat.write(refreshed, record_path)
+    kept = record_path.read_bytes()
+    said.clear()
+    pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=said.append)
+    assert record_path.read_bytes() == kept  # its code is not the notebook's: its prose is not either
+    assert any("01_a_cpu.ipynb: a record of code that has changed since it ran" in line for line in said)
+    assert nbformat.read(repo / "book/notebooks/01_a.ipynb", as_version=4).cells[-1].source \
+        == "The run shows Z."
+
+    record.cells[0].source = "# A record without its note"
+    nbformat.write(record, record_path)
+    with pytest.raises(SystemExit, match="opens with its own title and a {note} block"):
+        pipeline.refresh_markdown(repo, "01_a", "cpu", steps=TINY, log=said.append)
+
+
+def test_the_books_records_read_as_their_notebooks_do_where_their_code_still_ran():
+    checked = 0
+    for path in sorted((ROOT / "book/notebooks").glob("*_cpu.ipynb")):
+        source = nbformat.read(ROOT / "notebooks" / f"{path.stem.removesuffix('_cpu')}.ipynb", as_version=4)
+        ran = pipeline._ran_cells(nbformat.read(path, as_version=4))
+        if not pipeline._same_code(source.cells[1:], ran[1:], "cpu"):
+            continue  # a record of older code keeps its prose; its note says what changed
+        checked += 1
+        assert [c.source for c in ran[1:]] == [c.source for c in source.cells[1:]], \
+            f"{path.name}: python -m genmodels.pipeline --refresh-markdown {path.stem.removesuffix('_cpu')}"
+        assert ran[0].source == pipeline._record_opening(path, ran[0].source, source.cells[0].source)
+        assert ran[0].source.startswith("# The cpu profile's run") and "```{note}" in ran[0].source
+    assert checked >= 3  # the VAE, DDPM and Langevin records
+
+
 def test_the_command_line_says_how_to_resume_after_an_interruption(repo, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("stopped by SIGTERM")

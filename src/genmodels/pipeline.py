@@ -30,11 +30,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from genmodels.dryrun import is_profile_table
 from genmodels.train import (
     GPU_ON_CPU,
     CheckpointError,
+    Profile,
     ProfileError,
     _refuse_protected,
     file_sha256,
@@ -400,7 +402,9 @@ def refresh_markdown(root: Path, notebook: str, profile: str, *, steps: tuple[St
     the page; re-running a notebook for that would cost its whole run (hours on a CPU). Refused unless
     every code cell means what ran (the same syntax tree: only line breaks, spacing, comments and
     docstrings may differ), the files the notebook reads are unchanged, and the executed copy is the
-    one recorded.
+    one recorded. The notebook's records (runs of other profiles kept beside it,
+    ``book/notebooks/NAME_cpu.ipynb``) get the same prose where their code still means what the
+    notebook's does, under their own title and note.
     """
     with _exclusive(root, profile):
         _refresh_locked(root, notebook, profile, steps, log)
@@ -433,26 +437,15 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
         raise SystemExit(f"{notebook}: the files it reads changed since it ran: run it")
     source = nbformat.read(root / "notebooks" / f"{notebook}.ipynb", as_version=4)
     executed = nbformat.read(executed_path, as_version=4)
-    ran = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    def shape(cells) -> list:
-        return [(c.cell_type, code_meaning(c.source, profile) if c.cell_type == "code" else None)
-                for c in cells]
-
-    if shape(source.cells) != shape(ran):
+    ran = _ran_cells(executed)
+    if not _same_code(source.cells, ran, profile):
         raise SystemExit(f"{notebook}: its code (or the number of cells) changed since it ran, beyond "
                          "layout, comments, docstrings and the sizes of profiles other than "
                          f"{profile}: run it")
-    changed = 0
-    for new, old in zip(source.cells, ran, strict=True):
-        if new.source != old.source:
-            old.source, changed = new.source, changed + 1
-        tags = list(new.metadata.get("tags", []))
-        if tags != list(old.metadata.get("tags", [])):
-            old.metadata["tags"], changed = tags, changed + 1
-            if not tags:
-                del old.metadata["tags"]
+    changed = _copy_prose(source.cells, ran)
     if not changed and entry["key"] == key:
         log(f"{notebook}: nothing to refresh; {executed_path.relative_to(root)} is left as it is")
+        _refresh_records(root, notebook, source, log)
         return
     text = nbformat.writes(executed)
     copy = (text if text.endswith("\n") else text + "\n").encode()  # as nbformat.write leaves it
@@ -462,6 +455,79 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     write_together({executed_path: copy, manifest_path: json_text(manifest).encode()})
     log(f"{notebook}: {changed} cell(s) or cell tags refreshed in "
         f"{executed_path.relative_to(root)}; outputs untouched")
+    _refresh_records(root, notebook, source, log)
+
+
+def _ran_cells(executed) -> list:
+    """An executed copy's cells without the one papermill injects (the run's parameters)."""
+    return [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+def _same_code(source_cells: list, ran_cells: list, profile: str) -> bool:
+    """Whether the notebook's cells run what ran, in ``profile``: the same kinds of cell in the same
+    order, and code cells of the same meaning (:func:`code_meaning`)."""
+    def shape(cells) -> list:
+        return [(c.cell_type, code_meaning(c.source, profile) if c.cell_type == "code" else None)
+                for c in cells]
+
+    return shape(source_cells) == shape(ran_cells)
+
+
+def _copy_prose(source_cells: list, ran_cells: list) -> int:
+    """Copy each cell's text (Markdown, and the layout of code of the same meaning) and tags into the
+    executed cell beside it, leaving outputs alone; the number of cells changed."""
+    changed = 0
+    for new, old in zip(source_cells, ran_cells, strict=True):
+        if new.source != old.source:
+            old.source, changed = new.source, changed + 1
+        tags = list(new.metadata.get("tags", []))
+        if tags != list(old.metadata.get("tags", [])):
+            old.metadata["tags"], changed = tags, changed + 1
+            if not tags:
+                del old.metadata["tags"]
+    return changed
+
+
+def _refresh_records(root: Path, notebook: str, source, log) -> list[Path]:
+    """Bring the prose of a notebook's records up to date, as :func:`refresh_markdown` does its
+    published copy: a record is a run of another profile kept beside the published one
+    (``book/notebooks/NAME_cpu.ipynb``, shown on the page "Without a GPU"). Its first cell, its own
+    title and note, is kept, followed by the notebook's opening cell after its title. A record whose
+    code has changed since it ran is left as it is (its note says what changed); the records
+    refreshed."""
+    import nbformat
+
+    refreshed = []
+    for path in sorted(_executed_dir(root, "cpu").glob(f"{notebook}_*.ipynb")):
+        profile = path.stem.removeprefix(f"{notebook}_")
+        if profile not in get_args(Profile):
+            continue
+        record = nbformat.read(path, as_version=4)
+        ran = _ran_cells(record)
+        if not ran or not _same_code(source.cells[1:], ran[1:], profile):
+            log(f"{path.relative_to(root)}: a record of code that has changed since it ran; its prose is "
+                "left as it is")
+            continue
+        changed = _copy_prose(source.cells[1:], ran[1:])
+        opening = _record_opening(path, ran[0].source, source.cells[0].source)
+        if opening != ran[0].source:
+            ran[0].source, changed = opening, changed + 1
+        if changed:
+            text = nbformat.writes(record)
+            write_together({path: (text if text.endswith("\n") else text + "\n").encode()})
+            log(f"{path.relative_to(root)}: {changed} cell(s) or cell tags refreshed; outputs untouched")
+            refreshed.append(path)
+    return refreshed
+
+
+def _record_opening(path: Path, record_first: str, notebook_first: str) -> str:
+    """A record's first cell: its own title and ``{note}`` (what the run was), then the notebook's
+    opening cell after the notebook's title line."""
+    head, fence, _ = record_first.partition("\n```\n")
+    if not fence or "```{note}" not in head:
+        raise SystemExit(f"{path}: a record's first cell opens with its own title and a {{note}} block "
+                         "saying what the run was; write one, then refresh it")
+    return head + fence + notebook_first.partition("\n")[2]
 
 
 def code_meaning(source: str, profile: str | None = None) -> str:
@@ -552,7 +618,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="gpu: run every stale notebook in one command")
     parser.add_argument("--refresh-markdown", nargs="+", metavar="NOTEBOOK",
                         help="copy these notebooks' edited Markdown, cell tags and code layout into "
-                             "their executed copies (what their code runs unchanged)")
+                             "their executed copies and records (what their code runs unchanged)")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
     args = parser.parse_args(argv)
     if not (args.root / "notebooks").is_dir():

@@ -257,3 +257,35 @@ def test_confidence_alone_calls_blank_and_noise_digits_and_the_reference_does_no
         assert not (near and reference.inked(images, digit).any())
     real = test.data[2_000:4_000]
     assert legible_share(network, real, reference=reference) > 0.95
+
+
+@pytest.mark.slow
+def test_the_gaussian_fid_bias_predicts_the_books_sampling_floor_and_half_the_tables_floor():
+    """What the evaluation page says: in the published classifier's feature space, two disjoint draws
+    of 10,000 training images are about as far apart as fid_bias predicts for Gaussian features of
+    their covariance, though the features are not Gaussian; the table's floor, training against test
+    images, is about twice the prediction."""
+    import json
+
+    from genmodels.data import MNISTUnavailableError, load_mnist
+    from genmodels.metrics import fid_bias, frechet_distance
+
+    try:
+        train, test = load_mnist(train=True), load_mnist(train=False)
+    except MNISTUnavailableError as error:
+        pytest.skip(f"MNIST is not prepared here ({error}): run `make data`")
+    network, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
+    order = torch.randperm(len(train.data), generator=torch.Generator().manual_seed(0))[:60_000]
+    draws = [np.asarray(extract_features(network, train.data[order[k:k + 10_000]]), dtype=np.float64)
+             for k in range(0, 60_000, 10_000)]
+    fids = [frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+            for a, b in zip(draws[0::2], draws[1::2], strict=True)]
+    predicted = fid_bias(np.cov(np.concatenate(draws), rowvar=False), 10_000)
+    assert np.mean(fids) == pytest.approx(predicted, rel=0.2)
+    assert fid_bias(np.eye(128), 10_000) > 4 * predicted  # the spectrum, not the dimension, sets it
+
+    real = np.asarray(extract_features(network, test.data), dtype=np.float64)
+    floor = next(row for row in json.loads((ROOT / "results" / "metrics.json").read_text())
+                 if row["model"].startswith("real data: training vs test"))
+    assert floor["n_samples"] == 10_000
+    assert 1.6 < floor["fid"] / fid_bias(np.cov(real, rowvar=False), 10_000) < 2.6  # "about twice"

@@ -9,6 +9,7 @@ from scipy.stats import wasserstein_distance
 
 from genmodels.metrics import (
     FeatureStatistics,
+    fid_bias,
     frechet_distance,
     kernel_inception_distance,
     precision_recall,
@@ -169,3 +170,51 @@ def test_to_uint8_is_the_one_quantization_path():
         to_uint8(torch.tensor([1.5]))
     with pytest.raises(ValueError, match="uint8 or floating point"):
         to_uint8(torch.tensor([3]))
+
+
+def test_fid_bias_has_its_closed_forms_for_one_dimension_and_the_identity():
+    # one dimension: E(mean gap)^2 = 2 s^2 / n and E(sd gap)^2 = 2 Var(sd) ~ s^2 / n
+    assert fid_bias(np.array([[4.0]]), 100) == pytest.approx(3 * 4.0 / 100, rel=1e-12)
+    for d, n in ((1, 10), (128, 10_000), (2048, 50_000)):
+        assert fid_bias(np.eye(d), n) == pytest.approx(d * (d + 5) / (2 * n), rel=1e-12)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
+    spectrum = np.array([2.0, 0.5, 0.0])  # a rank-deficient covariance: the zero pair adds nothing
+    expected = (2.5 * 2.5 + 1.0 + 0.25 + 2 * (2.0 * 0.5 / 2.5)) / 50
+    assert fid_bias((rotation * spectrum) @ rotation.T, 50) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_bias_is_the_mean_fid_between_two_samples_of_one_gaussian():
+    """Monte Carlo: 3,000 pairs of samples of 400 from a rotated Gaussian whose variances span two
+    orders of magnitude; the formula's first order in 1/n holds to within the simulation's error,
+    and leaving out the pairs i != j (the covariances' off-diagonal scatter) would not."""
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    spectrum = np.array([4.0, 1.0, 0.25, 0.05])
+    sigma = (rotation * spectrum) @ rotation.T
+    n, pairs = 400, 3000
+    root = np.linalg.cholesky(sigma)
+    fids = []
+    for _ in range(pairs):
+        x, y = rng.standard_normal((n, 4)) @ root.T, rng.standard_normal((n, 4)) @ root.T
+        fids.append(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
+    mean, error = np.mean(fids), np.std(fids) / np.sqrt(pairs)
+    predicted = fid_bias(sigma, n)
+    assert abs(mean - predicted) < 4 * error + 0.02 * predicted
+    l_i, l_j = spectrum[:, None], spectrum[None, :]
+    diagonal_only = (2.5 * spectrum.sum() + spectrum.sum() / 2) / n
+    assert abs(mean - diagonal_only) > 4 * error + 0.02 * predicted
+    assert predicted == pytest.approx((2.5 * spectrum.sum() + (l_i * l_j / (l_i + l_j)).sum()) / n)
+
+
+@pytest.mark.parametrize(("sigma", "n", "says"), [
+    (np.ones(3), 10, r"a \(d, d\) covariance, got shape \(3,\)"),
+    (np.ones((2, 3)), 10, r"a \(d, d\) covariance"),
+    (np.array([[1.0, np.nan], [np.nan, 1.0]]), 10, "NaN or infinite"),
+    (np.diag([1.0, -1.0]), 10, "not positive semi-definite"),
+    (np.eye(2), 1, "at least 2"),
+    (np.eye(2), 2.5, "whole number of samples"),
+    (np.eye(2), True, "whole number of samples"),
+])
+def test_fid_bias_refuses_what_is_not_a_covariance_and_a_sample_size(sigma, n, says):
+    with pytest.raises(ValueError, match=says):
+        fid_bias(sigma, n)

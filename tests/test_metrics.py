@@ -120,6 +120,31 @@ def test_kid_estimator_equals_a_direct_double_sum():
     assert kid == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == 0
 
 
+def test_the_plug_in_kid_is_biased_upwards_as_the_evaluation_exercise_derives_and_the_books_is_not():
+    """ex-evaluation-kid (b): keeping the i = j terms adds (E k(a, a) - E k(a, a')) (1/m + 1/n) on
+    average, for two samples of one distribution; the book's estimate averages 0 there."""
+    own = np.random.default_rng(5)
+    d, m, repeats = 4, 20, 4000
+
+    def k(a, b):
+        return (a @ b.T / d + 1) ** 3
+
+    unbiased, plug_in = [], []
+    for _ in range(repeats):
+        a, b = own.standard_normal((m, d)), own.standard_normal((m, d))
+        unbiased.append(kernel_inception_distance(a, b, subsets=1, subset_size=m)[0])
+        plug_in.append(k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean())
+    # E k(a, a) = E (|a|^2/d + 1)^3 and E k(a, a') = E (a.a'/d + 1)^3 for a, a' ~ N(0, I_4), exactly:
+    # |a|^2 ~ chi^2_4 (moments 4, 24, 192); a.a' has moments 0, 4, 0 (its square has mean d = 4)
+    self_term = 192 / d**3 + 3 * 24 / d**2 + 3 * 4 / d + 1
+    cross_term = 3 * 4 / d**2 + 1
+    predicted = (self_term - cross_term) * 2 / m
+    error = np.std(plug_in) / np.sqrt(repeats)
+    assert abs(np.mean(plug_in) - predicted) < 4 * error
+    assert abs(np.mean(unbiased)) < 4 * np.std(unbiased) / np.sqrt(repeats)
+    assert min(unbiased) < 0 < min(plug_in)  # (c): averaging 0 means going below it
+
+
 def test_precision_and_recall():
     real = rng.standard_normal((1500, 8))
     assert precision_recall(real, real.copy()) == (1.0, 1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = ["likelihood_and_elbo", "vae", "wgan", "ddpm", "langevin"]
+CHAPTERS = ["likelihood_and_elbo", "vae", "wgan", "ddpm", "langevin", "evaluation"]
 SNIPPET = re.compile(r"```python\n(.*?)```\n\n```text\n(.*?)```", re.S)
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan")
 

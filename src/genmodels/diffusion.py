@@ -346,8 +346,8 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     evenly spaced (Lu et al. 2022's recommended spacing), each rounded to the nearest integer t.
 
     Where lambda falls by more than a grid step within one timestep, neighbouring targets round to the
-    same t: the cosine schedule's last step, whose beta is clipped at 0.999, spans about a fifth of its
-    whole lambda range, so that 20 targets round to only 17 timesteps. Each such target takes the next
+    same t: the cosine schedule's last step, whose beta is clipped at 0.999, spans nearly a quarter of
+    its whole lambda range, so that 20 targets round to only 17 timesteps. Each such target takes the next
     free timestep below instead, so that a sampler given ``steps`` makes ``steps`` network calls; its
     first steps are then uneven in lambda, the rest evenly spaced as before."""
     if not 2 <= steps <= schedule.T:

@@ -711,8 +711,9 @@ for variant in ("clip", "gp"):
 # mode: its last snapshot put batch normalization back into training mode after the return value
 # had switched it off. So the samples below, and the generated images of the gradient-norm cell
 # above, are normalized by their own batch's statistics rather than the running ones, and these
-# two cells moved the running statistics a little before the generators were published. Fixed
-# at the notebook's next run.)
+# two cells moved the running statistics a little before the generators were published. The
+# fix, taking the last snapshot before switching the generator to eval mode, goes in with the
+# run that replaces this one.)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))

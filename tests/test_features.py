@@ -275,7 +275,7 @@ def test_the_gaussian_fid_bias_predicts_the_books_sampling_floor_and_half_the_ta
     except MNISTUnavailableError as error:
         pytest.skip(f"MNIST is not prepared here ({error}): run `make data`")
     network, _ = load_classifier(ROOT / "checkpoints" / "mnist-classifier.pt")
-    order = torch.randperm(len(train.data), generator=torch.Generator().manual_seed(0))[:60_000]
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))  # the training set
     draws = [np.asarray(extract_features(network, train.data[order[k:k + 10_000]]), dtype=np.float64)
              for k in range(0, 60_000, 10_000)]
     fids = [frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))

@@ -445,17 +445,23 @@ def _refresh_locked(root: Path, notebook: str, profile: str, steps: tuple[Step, 
     changed = _copy_prose(source.cells, ran)
     if not changed and entry["key"] == key:
         log(f"{notebook}: nothing to refresh; {executed_path.relative_to(root)} is left as it is")
-        _refresh_records(root, notebook, source, log)
-        return
-    text = nbformat.writes(executed)
-    copy = (text if text.endswith("\n") else text + "\n").encode()  # as nbformat.write leaves it
-    entry.update(key=key, executed=hashlib.sha256(copy).hexdigest(),
-                 markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    # the copy and the manifest that records it are replaced together, or neither is
-    write_together({executed_path: copy, manifest_path: json_text(manifest).encode()})
-    log(f"{notebook}: {changed} cell(s) or cell tags refreshed in "
-        f"{executed_path.relative_to(root)}; outputs untouched")
+    else:
+        copy = _notebook_bytes(executed)
+        entry.update(key=key, executed=hashlib.sha256(copy).hexdigest(),
+                     markdown_refreshed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        # the copy and the manifest that records it are replaced together, or neither is
+        write_together({executed_path: copy, manifest_path: json_text(manifest).encode()})
+        log(f"{notebook}: {changed} cell(s) or cell tags refreshed in "
+            f"{executed_path.relative_to(root)}; outputs untouched")
     _refresh_records(root, notebook, source, log)
+
+
+def _notebook_bytes(notebook) -> bytes:
+    """A notebook's file as nbformat.write leaves it (ending in a newline)."""
+    import nbformat
+
+    text = nbformat.writes(notebook)
+    return (text if text.endswith("\n") else text + "\n").encode()
 
 
 def _ran_cells(executed) -> list:
@@ -488,16 +494,14 @@ def _copy_prose(source_cells: list, ran_cells: list) -> int:
     return changed
 
 
-def _refresh_records(root: Path, notebook: str, source, log) -> list[Path]:
+def _refresh_records(root: Path, notebook: str, source, log) -> None:
     """Bring the prose of a notebook's records up to date, as :func:`refresh_markdown` does its
     published copy: a record is a run of another profile kept beside the published one
     (``book/notebooks/NAME_cpu.ipynb``, shown on the page "Without a GPU"). Its first cell, its own
     title and note, is kept, followed by the notebook's opening cell after its title. A record whose
-    code has changed since it ran is left as it is (its note says what changed); the records
-    refreshed."""
+    code has changed since it ran is left as it is (its note says what changed)."""
     import nbformat
 
-    refreshed = []
     for path in sorted(_executed_dir(root, "cpu").glob(f"{notebook}_*.ipynb")):
         profile = path.stem.removeprefix(f"{notebook}_")
         if profile not in get_args(Profile):
@@ -513,11 +517,8 @@ def _refresh_records(root: Path, notebook: str, source, log) -> list[Path]:
         if opening != ran[0].source:
             ran[0].source, changed = opening, changed + 1
         if changed:
-            text = nbformat.writes(record)
-            write_together({path: (text if text.endswith("\n") else text + "\n").encode()})
+            write_together({path: _notebook_bytes(record)})
             log(f"{path.relative_to(root)}: {changed} cell(s) or cell tags refreshed; outputs untouched")
-            refreshed.append(path)
-    return refreshed
 
 
 def _record_opening(path: Path, record_first: str, notebook_first: str) -> str:

@@ -25,6 +25,9 @@
 # MNIST classifier, whose 128-dimensional penultimate layer is the feature space. It must classify
 # the MNIST test set with at least 99.3 % accuracy, so that its features know what digits look
 # like; it is used in eval mode, and real and generated images reach it through the same uint8 path.
+# Running this notebook (in the `cpu` or `gpu` profile) publishes a new classifier over the book's,
+# and every FID is measured in its features: FIDs measured after that do not compare with the
+# book's (`git checkout checkpoints/` brings the book's classifier back).
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it;
@@ -183,7 +186,8 @@ print("label:", test_labels[shown].tolist())
 # Two checks that the features measure what FID should measure. First, the **real-data floor**:
 # two disjoint sets of real digits do not have identical statistics, so the Fréchet distance
 # between the training and the test images at the same $N$ is what a perfect model would score on
-# average: a reference, not a lower bound (the uncorrupted test images below score under it).
+# average: a reference, not a lower bound. A sample can score below it by chance, and a copy of
+# the test images scores 0 (the uncorrupted points below are the reference set itself).
 # Second, **monotonicity**: corrupting the test images more and more, by Gaussian pixel noise or
 # by blur, must increase the distance to the clean images steadily. (The blur is
 # torchvision's Gaussian kernel cut to 9 x 9 pixels, so at the largest sigmas it is narrower than

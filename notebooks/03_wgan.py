@@ -20,9 +20,10 @@
 #
 # This notebook goes with the [WGAN chapter](../chapters/wgan.md). It computes the distances of the
 # parallel-lines example exactly, works the Kantorovich-Rubinstein duality on a small problem,
-# trains a WGAN with the gradient penalty on a 2-D mixture where the true W1 is known, and then
-# trains two WGANs on MNIST: Algorithm 1 of Arjovsky et al. (2017) with weight clipping, exactly as
-# published, and the gradient-penalty version of Gulrajani et al. (2017).
+# trains a WGAN with the gradient penalty on a 2-D mixture, where W1 between samples can be
+# computed exactly, and then trains two WGANs on MNIST: Algorithm 1 of Arjovsky et al. (2017) with
+# weight clipping, exactly as published, and the gradient-penalty version of Gulrajani et al.
+# (2017).
 
 # %% tags=["remove-cell"]
 # Setup: on Colab, fetch this book (package, checkpoints) and install it;
@@ -296,7 +297,7 @@ ax.legend(fontsize=8)
 glue("wgan_w1_w2_figure", fig)
 
 # %% [markdown]
-# ## 3. A WGAN on a 2-D mixture, where W1 is known
+# ## 3. A WGAN on a 2-D mixture, where W1 between samples can be computed exactly
 #
 # The generator maps $z \sim \mathcal{N}(0, I_2)$ through an MLP to the plane; the critic is an MLP
 # without batch normalization. We train with the gradient penalty, $\lambda = 10$ and Adam's

@@ -47,7 +47,8 @@ book: $(STAMP)
 	if [ -n "$$missing" ]; then \
 	  echo "book/notebooks/ has no executed copy of:$$missing."; \
 	  echo "The book shows only executed notebooks: restore them (git checkout -- book/notebooks) or"; \
-	  echo "make them with 'make results PROFILE=cpu' (minutes to hours on a CPU), then run 'make book'."; \
+	  echo "make them with 'python -m genmodels.pipeline --profile cpu --only NAME' (minutes to hours on a CPU;"; \
+	  echo "'make results PROFILE=cpu' would also re-run every other stale notebook), then run 'make book'."; \
 	  echo "(A new notebook is run by make results once it has its Step in genmodels.pipeline.STEPS.)"; \
 	  exit 1; fi
 	$(VENV)/bin/jupyter-book build --warningiserror --nitpick --keep-going book/

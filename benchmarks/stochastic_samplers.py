@@ -2,7 +2,7 @@
 SDE-DPM-Solver++(2M), which adds a second-order correction at no extra call, on three spacings of
 its timesteps (the evaluation table samples with the winner: SDE-DPM-Solver++(2M), trailing).
 
-Run: python benchmarks/stochastic_samplers.py [--n 1000] [--seeds 0 1 2] [--calls 20]
+Run: python benchmarks/stochastic_samplers.py [--n 1000] [--seeds 0 1 2] [--calls 20 ...] [--only NAME ...]
 Each sampler draws N images per seed from checkpoints/ddpm.pt under bf16 autocast, as the evaluation
 notebook does, from the same seeds; each set is scored by the book's FID (classifier features against
 the 10,000 test images) and by the share the classifier calls a digit with confidence above 0.9

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from genmodels import pipeline
 from genmodels.pipeline import STEPS, Step, code_meaning, notebook_key, plan, run_pipeline
@@ -331,8 +332,10 @@ def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_writ
 
 
 def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, capsys):
-    """A lent GPU runs one command of at most 10 minutes at a time: `make results PROFILE=gpu` plans."""
-    monkeypatch.setenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", "1")  # this machine has no CUDA
+    """A lent GPU runs one command of at most 10 minutes at a time: `make results PROFILE=gpu` plans,
+    on the machine where the lease is planned, which has no CUDA (printing runs nothing)."""
+    monkeypatch.delenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     pipeline.main(["--profile", "gpu", "--root", str(ROOT)])
     printed = capsys.readouterr().out
     commands = [line.strip() for line in printed.splitlines() if "--only" in line]
@@ -341,10 +344,12 @@ def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, caps
     assert stale or "nothing: every notebook is up to date" in printed
     assert stale == [step.notebook for step in STEPS if step.notebook in stale]  # in dependency order
     assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)
+    with pytest.raises(SystemExit, match="no CUDA device"):  # running a notebook in it still needs CUDA
+        pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--only", "03_wgan"])
 
 
 def test_the_gpu_plan_takes_force_and_checks_its_names(monkeypatch, capsys):
-    monkeypatch.setenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--force", "01_data"])
     commands = [line.strip() for line in capsys.readouterr().out.splitlines() if "--only" in line]
     assert "--only 01_data --force 01_data   #" in commands[0]  # first, and forced

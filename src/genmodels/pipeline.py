@@ -3,11 +3,13 @@ changed, resume where an interrupted run stopped, and log what each notebook cos
 
 A notebook runs again when its *key* changes: the hash of its source (code and Markdown cells), of
 its profile, and of every file it reads (the checkpoints that earlier notebooks publish). So
-re-running one chapter re-runs the notebooks that read what it published (the evaluation), and
-nothing else. A change to ``src/genmodels`` alone re-runs nothing: name the notebooks with
-``--force``. The manifest (``results/pipeline.json``; ``book/_build/smoke/pipeline.json`` for the
-smoke profile) is written after every notebook, so an interruption costs at most the notebook it
-happened in, and that notebook resumes from its own saved state in ``runs/``.
+re-running one chapter re-runs the notebooks that read what it published (the evaluation; for the
+DDPM also the Langevin notebook; for the feature network the DDPM, Langevin and evaluation
+notebooks), and nothing else. A change to ``src/genmodels`` alone re-runs nothing: name the
+notebooks with ``--force`` (and ``--only``, or every other stale notebook runs too). The manifest
+(``results/pipeline.json``; ``book/_build/smoke/pipeline.json`` for the smoke profile) is written
+after every notebook, so an interruption costs at most the notebook it happened in, and that
+notebook resumes from its own saved state in ``runs/``.
 
 Usage: ``python -m genmodels.pipeline --profile cpu`` (what ``make results PROFILE=cpu`` runs);
 ``--profile gpu-dry`` checks the gpu profile's shapes and settings on the CPU (``genmodels.dryrun``).
@@ -639,8 +641,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(record['notebooks']) - len(ran)} left to the smoke run; executed copies in "
               f"{args.root / 'book/_build/gpu-dry'}")
         return
+    # the gpu plan only prints commands, so it needs no CUDA: it is read where the lease is planned
+    runs = args.only or args.all or args.refresh_markdown
+    planning = (args.profile or "").strip().lower() == "gpu" and not runs
     try:
-        profile = resolve_profile(args.profile)
+        profile = "gpu" if planning else resolve_profile(args.profile)
     except ProfileError as error:
         raise SystemExit(f"{error} (or gpu-dry: every notebook with the gpu profile's shapes, for a "
                          "handful of steps)") from None

@@ -4,6 +4,7 @@ atomic executed copies, and a smoke run that never touches the published folders
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,7 +332,7 @@ def test_the_real_steps_cover_every_notebook_and_declare_what_they_read_and_writ
     assert checkpoints <= published, "a published checkpoint that no notebook declares it writes"
 
 
-def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, capsys):
+def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, capsys, tmp_path):
     """A lent GPU runs one command of at most 10 minutes at a time: `make results PROFILE=gpu` plans,
     on the machine where the lease is planned, which has no CUDA (printing runs nothing)."""
     monkeypatch.delenv("GENMODELS_ALLOW_GPU_PROFILE_ON_CPU", raising=False)
@@ -346,6 +347,13 @@ def test_the_gpu_profile_prints_one_command_per_stale_notebook(monkeypatch, caps
     assert all("-m genmodels.pipeline --profile gpu" in c for c in commands)
     with pytest.raises(SystemExit, match="no CUDA device"):  # running a notebook in it still needs CUDA
         pipeline.main(["--profile", "gpu", "--root", str(ROOT), "--only", "03_wgan"])
+    copy = tmp_path / "repository"  # a Markdown refresh runs nothing either: on a copy of what it reads
+    shutil.copytree(ROOT / "notebooks", copy / "notebooks")
+    for path in ("book/notebooks/01_data.ipynb", "results/pipeline.json"):
+        (copy / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, copy / path)
+    pipeline.main(["--profile", "gpu", "--root", str(copy), "--refresh-markdown", "01_data"])
+    assert "01_data: nothing to refresh" in capsys.readouterr().out
 
 
 def test_the_gpu_plan_takes_force_and_checks_its_names(monkeypatch, capsys):

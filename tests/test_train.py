@@ -96,9 +96,12 @@ def test_gpu_profile_without_cuda_is_refused_unless_asked_twice(monkeypatch):
         with pytest.raises(ProfileError, match="no CUDA device.*many hours.*cpu profile") as error:
             resolve_profile(asked)
         assert train.GPU_ON_CPU in str(error.value)
+        assert resolve_profile(asked, runs=False) == "gpu"  # planning or copying prose runs nothing there
     monkeypatch.setenv("GENMODELS_PROFILE", "gpu")
     with pytest.raises(ProfileError):
         resolve_profile()
+    assert resolve_profile(runs=False) == "gpu"
+    assert resolve_profile("auto", runs=False) == "cpu"
     monkeypatch.setenv(train.GPU_ON_CPU, "1")
     assert resolve_profile() == "gpu"
     assert resolve_profile("auto") == "cpu"

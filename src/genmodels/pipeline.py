@@ -641,12 +641,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(record['notebooks']) - len(ran)} left to the smoke run; executed copies in "
               f"{args.root / 'book/_build/gpu-dry'}")
         return
-    # the gpu plan only prints commands and a Markdown refresh runs no notebook, so neither needs CUDA:
-    # both are done where a lease is planned and its results published
-    runs = args.only or args.all
-    no_device = (args.profile or "").strip().lower() == "gpu" and not runs
-    try:
-        profile = "gpu" if no_device else resolve_profile(args.profile)
+    try:  # the gpu plan (no --only or --all) and a Markdown refresh run no notebook: no CUDA needed
+        profile = resolve_profile(args.profile, runs=bool(args.only or args.all))
     except ProfileError as error:
         raise SystemExit(f"{error} (or gpu-dry: every notebook with the gpu profile's shapes, for a "
                          "handful of steps)") from None

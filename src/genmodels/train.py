@@ -126,11 +126,12 @@ def pick_device(preferred: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_profile(profile: str | None = None) -> Profile:
+def resolve_profile(profile: str | None = None, runs: bool = True) -> Profile:
     """The compute profile: ``profile`` if given, else ``$GENMODELS_PROFILE``, else ``auto``.
 
     ``auto`` becomes ``gpu`` where CUDA is available and ``cpu`` otherwise. ``gpu`` without CUDA is
-    refused (its sizes take hours on a CPU) unless ``$GENMODELS_ALLOW_GPU_PROFILE_ON_CPU`` is 1.
+    refused (its sizes take hours on a CPU) unless ``$GENMODELS_ALLOW_GPU_PROFILE_ON_CPU`` is 1, or
+    ``runs`` is False: the caller runs nothing in the profile (it plans, or copies prose).
     """
     chosen = profile if profile is not None else os.environ.get("GENMODELS_PROFILE", "auto")
     chosen = str(chosen).strip().lower()
@@ -141,7 +142,7 @@ def resolve_profile(profile: str | None = None) -> Profile:
         )
     if chosen == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
-    if chosen == "gpu" and not torch.cuda.is_available() and os.environ.get(GPU_ON_CPU) != "1":
+    if chosen == "gpu" and runs and not torch.cuda.is_available() and os.environ.get(GPU_ON_CPU) != "1":
         raise ProfileError(
             "the gpu profile was asked for, but this machine has no CUDA device: its full-size runs "
             "would take many hours on the CPU. Use the cpu profile (or auto), or set "

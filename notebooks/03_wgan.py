@@ -433,7 +433,7 @@ glue("wgan_toy_iterations", f"{steps[-1]:,}")
 # |---|---|---|
 # | Lipschitz constraint | $w \leftarrow \mathrm{clip}(w, -c, c)$ after each critic step, $c = 0.01$ | $\lambda\, \mathbb{E}[(\lVert \nabla f(\hat x) \rVert_2 - 1)^2]$, $\lambda = 10$ |
 # | optimizer | RMSProp, $\alpha = 5 \cdot 10^{-5}$ | Adam, $\alpha = 10^{-4}$, $\beta = (0, 0.9)$ |
-# | $n_\text{critic}$, $m$ | 5, 64 | 5, 64 |
+# | $n_\text{critic}$, $m$ | 5, 64 | 5, 64 (the paper fixes no $m$; its MNIST code uses 50) |
 #
 # Each run has a budget of minutes (the `cpu` profile's are printed above). The loop below is
 # Algorithm 1 line by line. Every `log_every` generator iterations it records the critic's W

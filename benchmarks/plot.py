@@ -14,6 +14,7 @@ figure, results/ddpm_recipes.png, as it measures.
 """
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -106,9 +107,11 @@ def plot_allocator(section: dict, path: Path) -> None:
 def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.Figure:
     """The DDPM notebook's checkpoint records side by side, one colour per run: FID against training
     minutes as each run scored itself (left), FID against network calls per sampler (middle) and
-    seconds per 1,000 samples (right). Each run is scored at its own sample count, so each has its
-    own floor of real images (dashed): FID's bias depends on the count."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    seconds per 1,000 samples (below), the legends in the fourth cell (two rows of two, so the page,
+    about 700 pixels wide, shows the text at a readable size). Each run is scored at its own sample
+    count, so each has its own floor of real images (dashed): FID's bias depends on the count."""
+    fig, grid = plt.subplots(2, 2, figsize=(11, 8.4))
+    axes, key = [grid[0, 0], grid[0, 1], grid[1, 0]], grid[1, 1]
     names = {"ddim": "DDIM, η = 1", "dpm": "DPM-Solver++(2M)", "ancestral": "Algorithm 2"}
     markers = {"ddim": "o", "dpm": "s", "ancestral": "*"}
     for label, record, color in records:
@@ -132,7 +135,7 @@ def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.F
         axes[0].plot([], [], color=color, label=where)
     axes[0].set_xlabel("training minutes")
     axes[0].set_ylabel("FID, DPM-Solver++(2M), 20 steps")
-    axes[0].set_title("time to quality (dashed: real images, same N)", fontsize=9)
+    axes[0].set_title("time to quality (dashed: real images, same N)", fontsize=10)
     for ax in axes:
         ax.set_yscale("log")
     for ax in axes[1:]:
@@ -142,10 +145,13 @@ def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.F
     axes[1].set_ylabel("FID (classifier features)")
     axes[2].set_ylabel("seconds per 1,000 samples")
     for family, marker in markers.items():
-        axes[1].plot([], [], marker=marker, color="tab:gray", ls="-", label=names[family])
-    axes[1].legend(fontsize=8)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.17, 1, 1))
+        key.plot([], [], marker=marker, color="tab:gray", ls="-", label=names[family])
+    key.axis("off")
+    runs = [textwrap.fill(label, 48) for label in axes[0].get_legend_handles_labels()[1]]
+    key.add_artist(key.legend(axes[0].get_legend_handles_labels()[0], runs, loc="upper left", fontsize=9,
+                              frameon=False, title="runs (colour)", title_fontsize=9))
+    key.legend(loc="lower left", fontsize=9, frameon=False, title="samplers (marker)", title_fontsize=9)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     return fig
 

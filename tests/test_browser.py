@@ -37,7 +37,7 @@ SCREENSHOT_PAGES = {
     "notebooks/04_ddpm.html": "notebook-04_ddpm.png",
     "chapters/results.html": "results.png",
 }
-CHECKS = ("load", "console", "network", "raw_tex", "images", "links", "captions", "solutions")
+CHECKS = ("load", "console", "network", "raw_tex", "images", "links", "captions", "solutions", "layout")
 LOCAL_SCHEMES = ("file", "data", "blob", "about", "chrome-error", "devtools")
 PAGE_LOAD_TIMEOUT_S = 30  # a slow page gets a bounded wait, then counts as a failure
 MATHJAX_TIMEOUT_S = 30
@@ -145,6 +145,38 @@ document.querySelectorAll(".solution").forEach((solution, i) => {
 return problems;
 """
 
+# What a reader at the test's desktop width would have to pan for, or could not read: the page itself
+# or a table running past the article (unless it scrolls in a box of its own), a notebook's code
+# cell wider than its column, and a figure drawn well wider than it is shown that is not a link to
+# its full size (book/_static/book.js makes those links).
+LAYOUT = """
+const problems = [];
+const page = document.documentElement;
+if (page.scrollWidth > page.clientWidth + 1)
+  problems.push(`the page scrolls sideways: ${page.scrollWidth} px of content in ${page.clientWidth}`);
+const article = document.querySelector("main article") || document.querySelector("main");
+const right = article ? article.getBoundingClientRect().right : Infinity;
+const scrolls = (e) => ["auto", "scroll"].includes(getComputedStyle(e).overflowX);
+for (const table of document.querySelectorAll("main table")) {
+  let box = table;
+  while (box && box !== article && !scrolls(box)) box = box.parentElement;
+  const past = table.getBoundingClientRect().right - right;
+  if (box === article && past > 1) problems.push(`a table runs ${Math.round(past)} px past the article`);
+}
+for (const cell of document.querySelectorAll(".cell_input pre")) {
+  if (cell.scrollWidth > cell.clientWidth + 1)
+    problems.push(`a code cell scrolls sideways: ${cell.textContent.trim().split("\\n")[0].slice(0, 60)}`);
+}
+for (const image of document.querySelectorAll("main img")) {
+  if (image.clientWidth > 0 && image.naturalWidth >= 1.25 * image.clientWidth && !image.closest("a"))
+    problems.push(`${image.getAttribute("src")}: shown at ${image.clientWidth} of its `
+                  + `${image.naturalWidth} px, not a link to its full size`);
+}
+return problems;
+"""
+# A Markdown table that reached the page as text ("| model | FID | ..."): rendered as CommonMark.
+RAW_TABLE = re.compile(r"^\s*\|[^|\n]+\|[^|\n]+\|")
+
 
 class _Ids(HTMLParser):
     def __init__(self):
@@ -249,6 +281,9 @@ def visit(driver, page: str) -> dict[str, list[str]]:
         if match:
             start = max(match.start() - 40, 0)
             found["raw_tex"].append(f"...{' '.join(text[start:match.end() + 40].split())}...")
+        if RAW_TABLE.match(text):
+            found["layout"].append(f"a Markdown table shown as text: {' '.join(text.split())[:60]}")
+    found["layout"] += driver.execute_script(LAYOUT)
     found["captions"] += driver.execute_script(CAPTIONS)
     found["solutions"] += driver.execute_script(SOLUTIONS)
     for href in dict.fromkeys(driver.execute_script(LINKS)):
@@ -333,6 +368,10 @@ def test_every_figure_caption_is_numbered(findings):
 def test_every_solution_starts_folded_and_opens_on_a_click(findings):
     assert not any(r["solutions"] for r in findings.values()), report(findings, "solutions")
     assert sum("solution" in (HTML / page).read_text() for page in PAGES if page.startswith("chapters/")) >= 5
+
+
+def test_pages_fit_their_column_and_wide_figures_open_at_full_size(findings):
+    assert not any(r["layout"] for r in findings.values()), report(findings, "layout")
 
 
 def test_screenshots_are_saved(findings):

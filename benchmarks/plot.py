@@ -105,8 +105,8 @@ def plot_allocator(section: dict, path: Path) -> None:
 
 
 def plot_profile_runs(records: list[tuple[str, dict, str]], path: Path) -> plt.Figure:
-    """The DDPM notebook's checkpoint records side by side, one colour per run: FID against training
-    minutes as each run scored itself (left), FID against network calls per sampler (middle) and
+    """The DDPM notebook's checkpoint records, one colour per run: FID against training minutes as
+    each run scored itself (top left), FID against network calls per sampler (top right) and
     seconds per 1,000 samples (below), the legends in the fourth cell (two rows of two, so the page,
     about 700 pixels wide, shows the text at a readable size). Each run is scored at its own sample
     count, so each has its own floor of real images (dashed): FID's bias depends on the count."""

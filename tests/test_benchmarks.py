@@ -426,13 +426,14 @@ def test_the_two_moons_placement_tells_a_missing_piece_and_a_bridge_from_the_dat
     from genmodels.data import two_moons
 
     moons = load("two_moons_wgan")
-    points = np.array([[0.0, 1.0], [-1.0, 0.0], [0.5, 0.25], [2.0, 0.5], [3.0, 0.5]])
+    points = np.array([[0.0, 1.0], [-1.0, 0.0], [0.5, 0.25], [2.0, 0.5], [3.0, 0.5], [1.05, -0.05]])
     distances, positions = moons.arc_distance_and_position(points)
     r = math.sqrt(0.3125)  # |(0.5, 0.25)|, from either centre
-    np.testing.assert_allclose(distances[:, 0], [0, 0, 1 - r, math.sqrt(4.25) - 1, math.sqrt(9.25) - 1])
-    np.testing.assert_allclose(distances[:, 1], [0.5, math.sqrt(4.25) - 1, 1 - r, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(distances[:5, 0], [0, 0, 1 - r, math.sqrt(4.25) - 1, math.sqrt(9.25) - 1])
+    assert positions[5, 0] == 0  # just before the upper arc's first end: its first piece, not its last
+    np.testing.assert_allclose(distances[:5, 1], [0.5, math.sqrt(4.25) - 1, 1 - r, 0, 1], atol=1e-12)
     np.testing.assert_allclose(positions[:2, 0], [0.5, 1], atol=1e-8)  # the top, the far end
-    np.testing.assert_allclose(positions[3:, 1], [1, 1], atol=1e-8)  # the lower moon's end, clamped to it
+    np.testing.assert_allclose(positions[3:5, 1], [1, 1], atol=1e-8)  # the lower moon's end, clamped to it
 
     data = moons.placement(two_moons(20_000, generator=torch.Generator().manual_seed(0)).numpy())
     assert 0 < data["off_moons"] < 0.006 and abs(data["upper"] - 0.5) < 0.02 and data["coverage"] == 1

@@ -6,6 +6,7 @@ window.addEventListener("load", () => {
   for (const image of document.querySelectorAll("main img")) {
     if (image.closest("a") || image.naturalWidth < 1.25 * image.clientWidth) continue;
     const link = document.createElement("a");
+    link.className = "full-size";
     link.href = image.src;
     link.title = "Open the figure at full size";
     image.replaceWith(link);

@@ -157,30 +157,33 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
-def fid_bias(sigma: np.ndarray, n: int) -> float:
-    """The FID expected between two independent samples of ``n`` points each from one Gaussian of
-    covariance ``sigma``, to first order in 1/n: the estimate's bias where the true FID is 0,
+def fid_bias(sigma: np.ndarray, n: int, m: int | None = None) -> float:
+    """The FID expected between two independent samples of ``n`` and ``m`` points (``m`` = ``n`` if
+    not given) from one Gaussian of covariance ``sigma``, to first order in 1/n and 1/m: the
+    estimate's bias where the true FID is 0,
 
-        E[FID] ~ (5/2 tr Sigma + sum_ij l_i l_j / (l_i + l_j)) / n,
+        E[FID] ~ (5/2 tr Sigma + sum_ij l_i l_j / (l_i + l_j)) * (1/n + 1/m) / 2,
 
     with l_i the eigenvalues of Sigma (a pair with l_i + l_j = 0 adds 0). The two sample means give
-    2 tr Sigma / n; the rest is the scatter of the two sample covariances, seen through the
+    tr Sigma (1/n + 1/m); the rest is the scatter of the two sample covariances, seen through the
     second-order expansion of the trace term (the evaluation page derives it, exercise
-    ex-evaluation-fid-bias). For Sigma = I_d it is d (d + 5) / (2 n).
+    ex-evaluation-fid-bias). For Sigma = I_d and m = n it is d (d + 5) / (2 n).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
     if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1] or sigma.shape[0] == 0:
         raise ValueError(f"sigma must be a (d, d) covariance, got shape {sigma.shape}")
     if not np.isfinite(sigma).all():
         raise ValueError("sigma contains NaN or infinite values")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n must be a whole number of samples, at least 2 (a sample covariance needs two), "
-                         f"got {n!r}")
+    m = n if m is None else m
+    for name, size in (("n", n), ("m", m)):
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 2:
+            raise ValueError(f"{name} must be a whole number of samples, at least 2 (a sample covariance "
+                             f"needs two), got {size!r}")
     eigenvalues = np.clip(np.linalg.eigvalsh(_check_covariance("sigma", sigma)), 0, None)
     l_i, l_j = eigenvalues[:, None], eigenvalues[None, :]
     sums = l_i + l_j
     pairs = np.divide(l_i * l_j, sums, out=np.zeros_like(sums), where=sums > 0)
-    return float((2.5 * eigenvalues.sum() + pairs.sum()) / n)
+    return float((2.5 * eigenvalues.sum() + pairs.sum()) * (1 / n + 1 / m) / 2)
 
 
 def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:

@@ -17,11 +17,16 @@ seed, as the exercise's solution reads them:
   angle, the share of the 20 pieces that hold at least half the samples a data set of the same size
   puts there (a missing piece of a moon shows as coverage below 1).
 
-Run: python benchmarks/two_moons_wgan.py [--iterations 2000] [--seeds 0 1 2] [--critic-lrs 1e-4 4e-4]
-About six minutes per run on two idle AVX2 cores (the record's train_seconds: 6 to 15 shared).
-Writes the section "two_moons_wgan" of results/benchmarks.json (with hardware and commit) and the
-figure results/two_moons_wgan.png (the critic's landscape and the samples of the first seed at each
-learning rate; W1 over training for every run). Not a test.
+Run: python benchmarks/two_moons_wgan.py [--iterations 2000] [--seeds 0 1 2]
+        [--learning-rates 1e-4,1e-4 1e-4,4e-4] [--section two_moons_wgan]
+(each learning rate a pair generator,critic). Six to eight minutes per 2,000 iterations on two AVX2
+cores. Writes the section (default "two_moons_wgan") of results/benchmarks.json (with hardware and
+commit) and the figure results/<section>.png (the critic's landscape and the samples of the first
+seed at each pair of learning rates; W1 over training for every run). Not a test.
+
+The record "two_moons_wgan_longer" answers the solution's next question, more iterations or smaller
+steps: python benchmarks/two_moons_wgan.py --section two_moons_wgan_longer --iterations 6000
+--seeds 0 --learning-rates 1e-4,1e-4 2.5e-5,2.5e-5
 """
 
 from __future__ import annotations
@@ -81,17 +86,30 @@ def placement(points: np.ndarray, pieces: int = 10) -> dict:
             "coverage": float(np.mean(np.concatenate(counts) >= expected / 2))}
 
 
+def learning_rates(text: str) -> tuple[float, float]:
+    """An argument "generator,critic", e.g. 1e-4,4e-4: the two Adam learning rates."""
+    try:
+        generator_lr, critic_lr = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two learning rates generator,critic (e.g. 1e-4,4e-4), "
+                                         f"got {text!r}") from None
+    if not (0 < generator_lr and 0 < critic_lr):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    return generator_lr, critic_lr
+
+
 def exact_w1(x: np.ndarray, y: np.ndarray) -> float:
     return optimal_transport(x, y)[0]
 
 
-def train(seed: int, iterations: int, n_w1: int, critic_lr: float, log_every: int = 100):
-    """The WGAN notebook's section 3 on the two moons, the critic's learning rate ``critic_lr``:
-    (generator, critic, log of (iteration, critic estimate, exact W1), seconds of training)."""
+def train(seed: int, iterations: int, n_w1: int, generator_lr: float, critic_lr: float, log_every: int = 100):
+    """The WGAN notebook's section 3 on the two moons, with Adam's learning rates ``generator_lr`` and
+    ``critic_lr``: (generator, critic, log of (iteration, critic estimate, exact W1), seconds of
+    training)."""
     seed_everything(seed)
     config = WGANConfig(data_dim=2, latent_dim=2, hidden_dims=(256, 256, 256), image_output=False)
     generator, critic = Generator(config), Critic(config)
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=generator_lr, betas=(0.5, 0.9))
     c_optimizer = torch.optim.Adam(critic.parameters(), lr=critic_lr, betas=(0.5, 0.9))
     log, seconds = [], 0.0
     for iteration in range(1, iterations + 1):
@@ -119,7 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=at_least_one, default=2000, help="generator iterations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--critic-lrs", type=float, nargs="+", default=[1e-4, 4e-4])
+    parser.add_argument("--learning-rates", type=learning_rates, nargs="+",
+                        default=[(1e-4, 1e-4), (1e-4, 4e-4)], help="pairs generator,critic (Adam's alpha)")
+    parser.add_argument("--section", default="two_moons_wgan", help="of results/benchmarks.json")
     parser.add_argument("--n-w1", type=at_least_one, default=300, help="per exact W1, as the notebook")
     parser.add_argument("--n-placement", type=at_least_one, default=10_000, help="samples for placement")
     args = parser.parse_args()
@@ -129,37 +149,39 @@ def main() -> None:
     floor = float(np.mean([exact_w1(two_moons(args.n_w1, generator=rng).numpy(),
                                     two_moons(args.n_w1, generator=rng).numpy()) for _ in range(5)]))
     rows, firsts = [], {}
-    for critic_lr in args.critic_lrs:
+    for generator_lr, critic_lr in args.learning_rates:
         for seed in args.seeds:
-            generator, critic, log, seconds = train(seed, args.iterations, args.n_w1, critic_lr)
+            generator, critic, log, seconds = train(seed, args.iterations, args.n_w1, generator_lr, critic_lr)
             with torch.no_grad():
                 samples = generator.sample(args.n_placement, generator=torch.Generator().manual_seed(seed))
                 samples = samples.numpy()
             w1 = float(np.mean([exact_w1(two_moons(args.n_w1, generator=rng).numpy(),
                                          samples[k * args.n_w1:(k + 1) * args.n_w1]) for k in range(5)]))
-            rows.append({"critic_lr": critic_lr, "seed": seed, "w1": w1, "critic_estimate": log[-1][1],
+            rows.append({"generator_lr": generator_lr, "critic_lr": critic_lr, "seed": seed, "w1": w1,
+                         "critic_estimate": log[-1][1],
                          "train_seconds": seconds, "curve": [list(entry) for entry in log],
                          **placement(samples)})
-            print(f"critic lr {critic_lr:g}, seed {seed}: exact W1 {w1:.3f} (floor {floor:.3f}), "
+            print(f"learning rates {generator_lr:g} (generator), {critic_lr:g} (critic), seed {seed}: "
+                  f"exact W1 {w1:.3f} (floor {floor:.3f}), "
                   f"critic estimate {log[-1][1]:.3f}, off the moons {rows[-1]['off_moons']:.1%}, "
                   f"upper {rows[-1]['upper']:.1%}, coverage {rows[-1]['coverage']:.0%}, {seconds:.0f} s",
                   flush=True)
-            firsts.setdefault(critic_lr, (seed, critic, samples))
-    figure_path = ROOT / "results" / "two_moons_wgan.png"
+            firsts.setdefault((generator_lr, critic_lr), (seed, critic, samples))
+    figure_path = ROOT / "results" / f"{args.section}.png"
     plot(firsts, rows, floor, data, args.n_w1, figure_path)
-    store_section("two_moons_wgan", iterations=args.iterations, n_w1=args.n_w1,
+    store_section(args.section, iterations=args.iterations, n_w1=args.n_w1,
                   n_placement=args.n_placement, noise=NOISE, floor=floor, data=placement(data), rows=rows,
                   figure=str(figure_path.relative_to(ROOT)))
 
 
 def plot(firsts: dict, rows: list[dict], floor: float, data: np.ndarray, n_w1: int, path: Path) -> None:
-    """Top: the critic's landscape and the samples of each learning rate's first seed; below, the exact
-    W1 over training of every run."""
+    """Top: the critic's landscape and the samples of each pair of learning rates' first seed; below,
+    the exact W1 over training of every run."""
     fig = plt.figure(figsize=(12, 8.4))
     grid = fig.add_gridspec(2, len(firsts))
     gx, gy = np.meshgrid(np.linspace(-1.8, 2.8, 150), np.linspace(-1.3, 1.8, 120))
     points = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
-    for column, (critic_lr, (seed, critic, samples)) in enumerate(firsts.items()):
+    for column, ((generator_lr, critic_lr), (seed, critic, samples)) in enumerate(firsts.items()):
         ax = fig.add_subplot(grid[0, column])
         with torch.no_grad():
             landscape = critic(points).reshape(gx.shape).numpy()
@@ -169,13 +191,15 @@ def plot(firsts: dict, rows: list[dict], floor: float, data: np.ndarray, n_w1: i
         ax.scatter(samples[:1000, 0], samples[:1000, 1], s=2, c="gold", label="generator")
         ax.set_aspect("equal")
         ax.legend(loc="lower left", fontsize=8)
-        ax.set_title(f"critic learning rate {critic_lr:g}, seed {seed}")
+        ax.set_title(f"learning rates {generator_lr:g} (generator), {critic_lr:g} (critic), seed {seed}",
+                     fontsize=10)
     ax = fig.add_subplot(grid[1, :])
     styles = dict(zip(firsts, ("-", "--", ":", "-."), strict=False))
     for row in rows:
         steps, _, exact = zip(*row["curve"], strict=True)
-        ax.plot(steps, exact, styles[row["critic_lr"]], color=f"C{row['seed'] % 10}",
-                label=f"critic lr {row['critic_lr']:g}, seed {row['seed']}")
+        rates = (row["generator_lr"], row["critic_lr"])
+        ax.plot(steps, exact, styles[rates], color=f"C{row['seed'] % 10}",
+                label=f"learning rates {rates[0]:g}, {rates[1]:g}; seed {row['seed']}")
     ax.axhline(floor, color="gray", ls=(0, (1, 3)), label=f"floor: two data samples of {n_w1}")
     ax.set_yscale("log")
     ax.set_xlabel("generator iteration")

@@ -450,6 +450,18 @@ def test_the_two_moons_placement_tells_a_missing_piece_and_a_bridge_from_the_dat
     assert bridge["off_moons"] == 1 and bridge["coverage"] == 0
 
 
+def test_the_two_moons_script_reads_pairs_of_learning_rates_and_refuses_anything_else(beside):
+    import argparse
+
+    moons = load("two_moons_wgan")
+    assert moons.learning_rates("1e-4,4e-4") == (1e-4, 4e-4)
+    for text, says in (("1e-4", "two learning rates generator,critic"), ("1e-4,2e-4,3e-4", "two learning"),
+                       ("a,b", "two learning"), ("0,1e-4", "must be positive"),
+                       ("1e-4,-1", "must be positive")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            moons.learning_rates(text)
+
+
 def test_the_two_moons_record_bears_out_the_exercise_solution():
     """What the two-moons solution in the WGAN chapter says of results/benchmarks.json's
     "two_moons_wgan": three seeds at each critic learning rate (the notebook's, and four times it),

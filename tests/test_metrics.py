@@ -208,6 +208,17 @@ def test_fid_bias_has_its_closed_forms_for_one_dimension_and_the_identity():
     assert fid_bias((rotation * spectrum) @ rotation.T, 50) == pytest.approx(expected, rel=1e-9)
 
 
+def simulated_fid(rng, sigma: np.ndarray, n: int, m: int, pairs: int) -> tuple[float, float]:
+    """The mean FID over ``pairs`` pairs of samples of n and m points from N(0, sigma), and its
+    standard error."""
+    root = np.linalg.cholesky(sigma)
+    fids = []
+    for _ in range(pairs):
+        x, y = rng.standard_normal((n, len(sigma))) @ root.T, rng.standard_normal((m, len(sigma))) @ root.T
+        fids.append(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
+    return np.mean(fids), np.std(fids) / np.sqrt(pairs)
+
+
 def test_fid_bias_is_the_mean_fid_between_two_samples_of_one_gaussian():
     """Monte Carlo: 3,000 pairs of samples of 400 from a rotated Gaussian whose variances span two
     orders of magnitude; the formula's first order in 1/n holds to within the simulation's error,
@@ -216,13 +227,8 @@ def test_fid_bias_is_the_mean_fid_between_two_samples_of_one_gaussian():
     rotation, _ = np.linalg.qr(rng.standard_normal((4, 4)))
     spectrum = np.array([4.0, 1.0, 0.25, 0.05])
     sigma = (rotation * spectrum) @ rotation.T
-    n, pairs = 400, 3000
-    root = np.linalg.cholesky(sigma)
-    fids = []
-    for _ in range(pairs):
-        x, y = rng.standard_normal((n, 4)) @ root.T, rng.standard_normal((n, 4)) @ root.T
-        fids.append(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
-    mean, error = np.mean(fids), np.std(fids) / np.sqrt(pairs)
+    n = 400
+    mean, error = simulated_fid(rng, sigma, n, n, pairs=3000)
     predicted = fid_bias(sigma, n)
     assert abs(mean - predicted) < 4 * error + 0.02 * predicted
     l_i, l_j = spectrum[:, None], spectrum[None, :]
@@ -237,13 +243,8 @@ def test_fid_bias_between_samples_of_two_sizes_is_the_mean_fid_of_such_pairs():
     rng = np.random.default_rng(1)
     rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     sigma = (rotation * np.array([2.0, 0.5, 0.1])) @ rotation.T
-    n, m, pairs = 200, 2000, 3000
-    root = np.linalg.cholesky(sigma)
-    fids = []
-    for _ in range(pairs):
-        x, y = rng.standard_normal((n, 3)) @ root.T, rng.standard_normal((m, 3)) @ root.T
-        fids.append(frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
-    mean, error = np.mean(fids), np.std(fids) / np.sqrt(pairs)
+    n, m = 200, 2000
+    mean, error = simulated_fid(rng, sigma, n, m, pairs=3000)
     predicted = fid_bias(sigma, n, m)
     assert abs(mean - predicted) < 4 * error + 0.02 * predicted
     assert predicted == pytest.approx(fid_bias(sigma, m, n))
